@@ -1,0 +1,165 @@
+//! The command line: `serve`, `sandbox`, `schema`. `main` only calls [`run`].
+
+use std::{net::SocketAddr, process::ExitCode, time::Duration};
+
+use clap::{Parser, Subcommand};
+use tracing::info;
+
+use crate::{
+    config::{self, Settings},
+    sandbox::{self, Sandbox, SandboxOptions},
+    server::Application,
+};
+
+#[derive(Parser)]
+#[command(
+    name = "protocol-graph",
+    version,
+    about = "A GraphQL gateway over Mosia Omnichannel and TOTVS Health Plans"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the graph against the real upstreams named by the environment (see README).
+    Serve,
+    /// Start fake Mosia and TOTVS upstreams in-process and serve the graph against them.
+    Sandbox {
+        /// Where the gateway listens.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Latency the fake upstreams add to every answer, in milliseconds.
+        #[arg(long, default_value_t = 0)]
+        latency_ms: u64,
+        /// Turn the gateway's shared cache off (every read goes upstream).
+        #[arg(long)]
+        no_cache: bool,
+    },
+    /// Print the subgraph SDL (what `schema.graphql` holds).
+    Schema,
+}
+
+/// Parses the command line and runs the command.
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    if let Command::Schema = cli.command {
+        print!("{}", crate::sdl());
+        return ExitCode::SUCCESS;
+    }
+    init_tracing();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => return fail(&format!("cannot start the runtime: {err}")),
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve => serve().await,
+            Command::Sandbox {
+                listen,
+                latency_ms,
+                no_cache,
+            } => run_sandbox(listen, Duration::from_millis(latency_ms), no_cache).await,
+            Command::Schema => Ok(()),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => fail(&message),
+    }
+}
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("protocol-graph: {message}");
+    ExitCode::from(2)
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_new(config::log_filter())
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+}
+
+async fn serve() -> Result<(), String> {
+    let settings = Settings::from_env().map_err(|err| format!("configuration error: {err}"))?;
+    let app = Application::build(settings)
+        .await
+        .map_err(|err| err.to_string())?;
+    info!(addr = %app.local_addr(), "serving the graph at /graphql");
+    app.run_until(shutdown_signal())
+        .await
+        .map_err(|err| err.to_string())
+}
+
+async fn run_sandbox(listen: SocketAddr, latency: Duration, no_cache: bool) -> Result<(), String> {
+    let upstreams = Sandbox::start(SandboxOptions {
+        latency,
+        ..SandboxOptions::default()
+    })
+    .await
+    .map_err(|err| format!("cannot start the sandbox upstreams: {err}"))?;
+    let mut settings = Settings::for_upstreams(
+        &upstreams.mosia_url(),
+        sandbox::MOSIA_TOKEN,
+        &upstreams.totvs_url(),
+        sandbox::TOTVS_USERNAME,
+        sandbox::TOTVS_PASSWORD,
+    )
+    .map_err(|err| format!("configuration error: {err}"))?;
+    settings.listen_addr = listen;
+    settings.cache.enabled = !no_cache;
+    let app = Application::build(settings)
+        .await
+        .map_err(|err| err.to_string())?;
+    let addr = app.local_addr();
+    println!("{}", banner(addr, &upstreams));
+    app.run_until(shutdown_signal())
+        .await
+        .map_err(|err| err.to_string())
+}
+
+fn banner(addr: SocketAddr, upstreams: &Sandbox) -> String {
+    let ex = Sandbox::examples();
+    format!(
+        "protocol-graph sandbox\n\
+         \n  GraphiQL:  http://{addr}/graphql\n  \
+         fake Mosia: {mosia}\n  fake TOTVS: {totvs}\n\
+         \nTry:\n\n\
+         {{\n  beneficiary(uniqueKey: \"{uk}\", subscriberId: \"{sid}\") {{\n    name\n    \
+         latestProtocols(limit: 3) {{ number subject registeredAt status {{ description }} }}\n    \
+         authorizationProtocols(pageSize: 5) {{\n      hasNext remainingRecords\n      \
+         items {{ protocol status statusCode requestedOn professional {{ name }} interactions {{ items {{ date reason }} }} }}\n    \
+         }}\n  }}\n}}\n\
+         \nProtocol {awaiting} awaits a document: attach one with addAuthorizationAttachments.\n\
+         Press Ctrl-C to stop.",
+        mosia = upstreams.mosia_url(),
+        totvs = upstreams.totvs_url(),
+        uk = ex.unique_key,
+        sid = ex.subscriber_id,
+        awaiting = ex.protocol_awaiting_document,
+    )
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    info!("shutting down");
+}

@@ -1,0 +1,243 @@
+//! Per-request DataLoaders: whatever a query names, each distinct upstream resource is read once
+//! per request, and distinct resources are read concurrently (at most `max_concurrency` at a
+//! time per upstream).
+//!
+//! A loader's value is the per-key `Result`, so one failing key (a 404 for one protocol's
+//! interactions) fails only the fields that need it, not the whole batch.
+
+use std::{
+    collections::HashMap,
+    convert::Infallible,
+    future::Future,
+    hash::Hash,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use async_graphql::dataloader::{DataLoader, HashMapCache, Loader};
+use futures::{StreamExt, stream};
+
+use crate::{
+    graphql::types::{AuthorizationProtocolPage, InteractionPage, ServiceProtocol},
+    upstream::{Fetched, InteractionQuery, ProtocolQuery, Service, UpstreamError, Upstreams},
+};
+
+type Loaded<T> = Result<Arc<T>, UpstreamError>;
+
+/// What one GraphQL request carries: its loaders and the warnings it collects.
+pub struct RequestContext {
+    pub latest: DataLoader<MosiaLoader, HashMapCache>,
+    pub protocols: DataLoader<ProtocolsLoader, HashMapCache>,
+    pub interactions: DataLoader<InteractionsLoader, HashMapCache>,
+    pub warnings: Arc<Warnings>,
+}
+
+impl RequestContext {
+    pub fn new(upstreams: Arc<Upstreams>, max_concurrency: usize) -> Self {
+        let warnings = Arc::new(Warnings::default());
+        let shared = Shared {
+            upstreams,
+            warnings: warnings.clone(),
+            max_concurrency,
+        };
+        fn loader<L>(inner: L) -> DataLoader<L, HashMapCache> {
+            DataLoader::with_cache(inner, tokio::spawn, HashMapCache::default())
+        }
+        Self {
+            latest: loader(MosiaLoader(shared.clone())),
+            protocols: loader(ProtocolsLoader(shared.clone())),
+            interactions: loader(InteractionsLoader(shared)),
+            warnings,
+        }
+    }
+}
+
+/// Notes for the client that are not errors (e.g. a stale answer stood in for a failed upstream),
+/// returned in the response's `extensions.warnings`.
+#[derive(Debug, Default)]
+pub struct Warnings(Mutex<Vec<Warning>>);
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Warning {
+    pub code: &'static str,
+    pub service: Service,
+    pub message: String,
+    pub age_secs: u64,
+}
+
+impl Warnings {
+    fn stale(&self, service: Service, age: Duration) {
+        let warning = Warning {
+            code: "STALE_DATA",
+            service,
+            message: format!(
+                "{service} is failing; some data is a cached answer {} s old",
+                age.as_secs()
+            ),
+            age_secs: age.as_secs(),
+        };
+        let mut warnings = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if !warnings.contains(&warning) {
+            warnings.push(warning);
+        }
+    }
+
+    pub fn take(&self) -> Vec<Warning> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+#[derive(Clone)]
+struct Shared {
+    upstreams: Arc<Upstreams>,
+    warnings: Arc<Warnings>,
+    max_concurrency: usize,
+}
+
+impl Shared {
+    /// Loads every key with `fetch`, at most `max_concurrency` at a time.
+    async fn load_all<K, T, F, Fut>(
+        &self,
+        service: Service,
+        keys: Vec<K>,
+        fetch: F,
+    ) -> HashMap<K, Loaded<T>>
+    where
+        K: Eq + Hash,
+        F: Fn(K) -> Fut,
+        Fut: Future<Output = (K, Result<Fetched<T>, UpstreamError>)>,
+    {
+        stream::iter(keys)
+            .map(fetch)
+            .buffer_unordered(self.max_concurrency)
+            .map(|(key, result)| {
+                let result = result.map(|fetched| {
+                    if let Some(age) = fetched.stale_for {
+                        self.warnings.stale(service, age);
+                    }
+                    fetched.value
+                });
+                (key, result)
+            })
+            .collect()
+            .await
+    }
+}
+
+/// Key of Mosia's latest protocols: a beneficiary and how many protocols.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct LatestKey {
+    pub unique_key: String,
+    pub limit: u8,
+}
+
+pub struct MosiaLoader(Shared);
+
+impl Loader<LatestKey> for MosiaLoader {
+    type Value = Loaded<Vec<ServiceProtocol>>;
+    type Error = Infallible;
+
+    async fn load(
+        &self,
+        keys: &[LatestKey],
+    ) -> Result<HashMap<LatestKey, Self::Value>, Infallible> {
+        // Mosia answers newest first, so the answer for the largest limit holds every smaller
+        // one: one call per beneficiary serves `name`, `latestProtocols(limit: 3)` and
+        // `latestProtocols(limit: 10)` alike.
+        let mut largest: HashMap<String, u8> = HashMap::new();
+        for key in keys {
+            let limit = largest.entry(key.unique_key.clone()).or_default();
+            *limit = (*limit).max(key.limit);
+        }
+        let upstreams = &self.0.upstreams;
+        let loaded: HashMap<String, Loaded<Vec<ServiceProtocol>>> = self
+            .0
+            .load_all(
+                Service::Mosia,
+                largest.into_iter().collect(),
+                |(unique_key, limit): (String, u8)| async move {
+                    let result = upstreams.latest_protocols(&unique_key, limit).await;
+                    ((unique_key, limit), result)
+                },
+            )
+            .await
+            .into_iter()
+            .map(|((unique_key, _), value)| (unique_key, value))
+            .collect();
+        Ok(keys
+            .iter()
+            .filter_map(|key| {
+                let value = match loaded.get(key.unique_key.as_str())? {
+                    Ok(all) if all.len() > usize::from(key.limit) => {
+                        Ok(Arc::new(all[..usize::from(key.limit)].to_vec()))
+                    }
+                    other => other.clone(),
+                };
+                Some((key.clone(), value))
+            })
+            .collect())
+    }
+}
+
+/// Key of a TOTVS protocol list page.
+pub type ProtocolsKey = (String, ProtocolQuery);
+
+pub struct ProtocolsLoader(Shared);
+
+impl Loader<ProtocolsKey> for ProtocolsLoader {
+    type Value = Loaded<AuthorizationProtocolPage>;
+    type Error = Infallible;
+
+    async fn load(
+        &self,
+        keys: &[ProtocolsKey],
+    ) -> Result<HashMap<ProtocolsKey, Self::Value>, Infallible> {
+        let upstreams = &self.0.upstreams;
+        Ok(self
+            .0
+            .load_all(Service::Totvs, keys.to_vec(), |key| async move {
+                let result = upstreams.authorization_protocols(&key.0, &key.1).await;
+                (key, result)
+            })
+            .await)
+    }
+}
+
+pub struct InteractionsLoader(Shared);
+
+impl Loader<InteractionQuery> for InteractionsLoader {
+    type Value = Loaded<InteractionPage>;
+    type Error = Infallible;
+
+    async fn load(
+        &self,
+        keys: &[InteractionQuery],
+    ) -> Result<HashMap<InteractionQuery, Self::Value>, Infallible> {
+        let upstreams = &self.0.upstreams;
+        Ok(self
+            .0
+            .load_all(Service::Totvs, keys.to_vec(), |key| async move {
+                let result = upstreams.interactions(&key).await;
+                (key, result)
+            })
+            .await)
+    }
+}
+
+/// Loads one key; the loader never fails as a whole, and always answers every key it is given.
+pub async fn load_one<K, L, T>(loader: &DataLoader<L, HashMapCache>, key: K) -> Loaded<T>
+where
+    K: Send + Sync + Hash + Eq + Clone + 'static,
+    L: Loader<K, Value = Loaded<T>, Error = Infallible>,
+    T: Send + Sync + 'static,
+{
+    match loader.load_one(key).await {
+        Ok(Some(value)) => value,
+        // Every loader answers every key it is given; fail safe rather than panic if one did not.
+        Ok(None) => Err(UpstreamError::new(
+            Service::Totvs,
+            crate::upstream::UpstreamErrorKind::Malformed,
+        )),
+        Err(never) => match never {},
+    }
+}

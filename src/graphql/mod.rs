@@ -1,0 +1,38 @@
+//! The GraphQL schema: types, resolvers, loaders and the mapping of errors to `extensions.code`.
+
+pub(crate) mod errors;
+pub(crate) mod loaders;
+pub(crate) mod mutation;
+pub(crate) mod query;
+pub(crate) mod scalars;
+pub(crate) mod types;
+pub(crate) mod validation;
+
+use std::sync::Arc;
+
+use async_graphql::{EmptySubscription, SDLExportOptions, Schema};
+
+use crate::{config::ServerSettings, upstream::Upstreams};
+
+pub type AppSchema = Schema<query::Query, mutation::Mutation, EmptySubscription>;
+
+/// The schema served at `/graphql`, a federation subgraph.
+pub fn build_schema(settings: &ServerSettings, upstreams: Option<Arc<Upstreams>>) -> AppSchema {
+    let mut builder = Schema::build(query::Query, mutation::Mutation, EmptySubscription)
+        .enable_federation()
+        .limit_depth(settings.max_depth)
+        .limit_complexity(settings.max_complexity);
+    if !settings.graphiql {
+        builder = builder.disable_introspection();
+    }
+    if let Some(upstreams) = upstreams {
+        builder = builder.data(upstreams);
+    }
+    builder.finish()
+}
+
+/// The subgraph SDL, as `protocol-graph schema` prints it and `schema.graphql` holds it.
+pub fn sdl() -> String {
+    build_schema(&ServerSettings::default(), None)
+        .sdl_with_options(SDLExportOptions::new().federation())
+}

@@ -1,0 +1,161 @@
+//! Counters of upstream work, read by `/metrics` (Prometheus text format), tests and the benchmark.
+
+use std::{
+    fmt::Write,
+    sync::atomic::{AtomicU64, Ordering::Relaxed},
+};
+
+use crate::upstream::Service;
+
+/// Process-wide counters. Cheap to bump from any task.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    mosia_calls: AtomicU64,
+    totvs_calls: AtomicU64,
+    totvs_token_calls: AtomicU64,
+    upstream_errors: AtomicU64,
+    cache_hits: AtomicU64,
+    cache_misses: AtomicU64,
+    cache_coalesced: AtomicU64,
+    stale_served: AtomicU64,
+    mutations_deduplicated: AtomicU64,
+}
+
+/// A copy of the counters at one moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MetricsSnapshot {
+    pub mosia_calls: u64,
+    pub totvs_calls: u64,
+    pub totvs_token_calls: u64,
+    pub upstream_errors: u64,
+    pub cache_hits: u64,
+    pub cache_misses: u64,
+    pub cache_coalesced: u64,
+    pub stale_served: u64,
+    pub mutations_deduplicated: u64,
+}
+
+impl MetricsSnapshot {
+    /// Upstream HTTP calls of both services, token calls included.
+    pub fn upstream_calls(&self) -> u64 {
+        self.mosia_calls + self.totvs_calls + self.totvs_token_calls
+    }
+}
+
+impl Metrics {
+    pub(crate) fn upstream_call(&self, service: Service) {
+        match service {
+            Service::Mosia => &self.mosia_calls,
+            Service::Totvs => &self.totvs_calls,
+        }
+        .fetch_add(1, Relaxed);
+    }
+    pub(crate) fn token_call(&self) {
+        self.totvs_token_calls.fetch_add(1, Relaxed);
+    }
+    pub(crate) fn upstream_error(&self) {
+        self.upstream_errors.fetch_add(1, Relaxed);
+    }
+    pub(crate) fn cache_hit(&self) {
+        self.cache_hits.fetch_add(1, Relaxed);
+    }
+    pub(crate) fn cache_miss(&self) {
+        self.cache_misses.fetch_add(1, Relaxed);
+    }
+    pub(crate) fn cache_coalesced(&self) {
+        self.cache_coalesced.fetch_add(1, Relaxed);
+    }
+    pub(crate) fn stale_served(&self) {
+        self.stale_served.fetch_add(1, Relaxed);
+    }
+    pub(crate) fn mutation_deduplicated(&self) {
+        self.mutations_deduplicated.fetch_add(1, Relaxed);
+    }
+
+    pub fn snapshot(&self) -> MetricsSnapshot {
+        MetricsSnapshot {
+            mosia_calls: self.mosia_calls.load(Relaxed),
+            totvs_calls: self.totvs_calls.load(Relaxed),
+            totvs_token_calls: self.totvs_token_calls.load(Relaxed),
+            upstream_errors: self.upstream_errors.load(Relaxed),
+            cache_hits: self.cache_hits.load(Relaxed),
+            cache_misses: self.cache_misses.load(Relaxed),
+            cache_coalesced: self.cache_coalesced.load(Relaxed),
+            stale_served: self.stale_served.load(Relaxed),
+            mutations_deduplicated: self.mutations_deduplicated.load(Relaxed),
+        }
+    }
+
+    /// The counters in the Prometheus text exposition format.
+    pub fn render_prometheus(&self) -> String {
+        let s = self.snapshot();
+        let rows: [(&str, &str, &str, u64); 9] = [
+            (
+                "protocol_graph_upstream_calls_total",
+                "service=\"mosia\"",
+                "Upstream HTTP calls sent.",
+                s.mosia_calls,
+            ),
+            (
+                "protocol_graph_upstream_calls_total",
+                "service=\"totvs\"",
+                "",
+                s.totvs_calls,
+            ),
+            (
+                "protocol_graph_upstream_calls_total",
+                "service=\"totvs_token\"",
+                "",
+                s.totvs_token_calls,
+            ),
+            (
+                "protocol_graph_upstream_errors_total",
+                "",
+                "Upstream calls that failed.",
+                s.upstream_errors,
+            ),
+            (
+                "protocol_graph_cache_hits_total",
+                "",
+                "Reads answered from the shared cache.",
+                s.cache_hits,
+            ),
+            (
+                "protocol_graph_cache_misses_total",
+                "",
+                "Reads that went upstream.",
+                s.cache_misses,
+            ),
+            (
+                "protocol_graph_cache_coalesced_total",
+                "",
+                "Reads that waited for an identical read in flight.",
+                s.cache_coalesced,
+            ),
+            (
+                "protocol_graph_stale_served_total",
+                "",
+                "Stale answers served while an upstream failed.",
+                s.stale_served,
+            ),
+            (
+                "protocol_graph_mutations_deduplicated_total",
+                "",
+                "Identical mutations answered without a second upstream call.",
+                s.mutations_deduplicated,
+            ),
+        ];
+        let mut out = String::new();
+        for (name, labels, help, value) in rows {
+            if !help.is_empty() {
+                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            }
+            if labels.is_empty() {
+                let _ = writeln!(out, "{name} {value}");
+            } else {
+                let _ = writeln!(out, "{name}{{{labels}}} {value}");
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,307 @@
+//! The HTTP side: `/graphql` (POST for everything, GET for queries, GraphiQL for browsers),
+//! `/healthz`, `/metrics`; bound by [`Application::build`], which `main` and the tests share.
+
+use std::{future::Future, net::SocketAddr, sync::Arc};
+
+use async_graphql::{
+    ServerError, Value,
+    http::GraphiQLSource,
+    parser::types::{DocumentOperations, OperationType},
+};
+use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
+use axum::{
+    Json, Router,
+    extract::{Request, State},
+    http::{HeaderValue, StatusCode, header},
+    response::{Html, IntoResponse, Redirect, Response},
+    routing::get,
+};
+use tokio::net::TcpListener;
+use tower_http::{catch_panic::CatchPanicLayer, limit::RequestBodyLimitLayer, trace::TraceLayer};
+
+use crate::{
+    config::Settings,
+    graphql::{self, AppSchema, loaders::RequestContext},
+    metrics::Metrics,
+    upstream::Upstreams,
+};
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot build the upstream HTTP clients: {0}")]
+    Client(#[from] reqwest::Error),
+}
+
+#[derive(Clone)]
+struct AppState {
+    schema: AppSchema,
+    upstreams: Arc<Upstreams>,
+    metrics: Arc<Metrics>,
+    max_concurrency: usize,
+    graphiql: bool,
+}
+
+/// A bound, not yet serving, gateway.
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    metrics: Arc<Metrics>,
+}
+
+impl Application {
+    /// Builds the gateway from `settings` and binds `settings.listen_addr` (port 0 picks one).
+    pub async fn build(settings: Settings) -> Result<Self, StartError> {
+        let metrics = Arc::new(Metrics::default());
+        let upstreams = Arc::new(Upstreams::new(&settings, metrics.clone())?);
+        let state = AppState {
+            schema: graphql::build_schema(&settings.server, Some(upstreams.clone())),
+            upstreams,
+            metrics: metrics.clone(),
+            max_concurrency: settings.upstream.max_concurrency,
+            graphiql: settings.server.graphiql,
+        };
+        let router = Router::new()
+            .route("/graphql", get(graphql_get).post(graphql_post))
+            .route("/", get(|| async { Redirect::temporary("/graphql") }))
+            .route("/healthz", get(|| async { "ok" }))
+            .route("/metrics", get(metrics_text))
+            .fallback(not_found)
+            .with_state(state)
+            .layer(RequestBodyLimitLayer::new(settings.server.max_body_bytes))
+            .layer(CatchPanicLayer::custom(|_| internal_error()))
+            .layer(TraceLayer::new_for_http());
+        let addr = settings.listen_addr;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { addr, source })?;
+        Ok(Self {
+            listener,
+            router,
+            metrics,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// The counters `/metrics` shows.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
+    /// Serves until `shutdown` completes, then finishes the requests in flight.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown)
+            .await
+    }
+}
+
+async fn graphql_post(
+    State(state): State<AppState>,
+    request: GraphQLRequest<GraphQLRequestRejection>,
+) -> GraphQLResponse {
+    execute(&state, request.into_inner()).await
+}
+
+/// GET serves GraphiQL to a browser, and runs queries (never mutations) from the query string.
+async fn graphql_get(State(state): State<AppState>, request: Request) -> Response {
+    let wants_html = request
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/html"));
+    let has_query = request
+        .uri()
+        .query()
+        .is_some_and(|q| q.split('&').any(|pair| pair.starts_with("query=")));
+    if wants_html && !has_query {
+        if !state.graphiql {
+            return not_found().await.into_response();
+        }
+        return Html(graphiql_page()).into_response();
+    }
+    let query = request.uri().query().unwrap_or_default();
+    let request = match async_graphql::http::parse_query_string(query) {
+        Ok(request) => request,
+        Err(_) => {
+            return graphql_error(
+                StatusCode::BAD_REQUEST,
+                "BAD_REQUEST",
+                "a GET request needs a `query` parameter (and optionally `variables` as JSON and `operationName`)",
+            );
+        }
+    };
+    if is_mutation(&request) {
+        let mut response = graphql_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "METHOD_NOT_ALLOWED",
+            "mutations are not allowed over GET; send them with POST",
+        );
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST"));
+        return response;
+    }
+    execute(&state, request).await.into_response()
+}
+
+fn graphiql_page() -> String {
+    GraphiQLSource::build()
+        .endpoint("/graphql")
+        .title("protocol-graph")
+        .finish()
+}
+
+/// Whether the operation the request would run is a mutation. A document that does not parse
+/// is left to the executor, which reports the syntax error.
+fn is_mutation(request: &async_graphql::Request) -> bool {
+    let Ok(document) = async_graphql::parser::parse_query(&request.query) else {
+        return false;
+    };
+    let mut operations: Vec<_> = match &document.operations {
+        DocumentOperations::Single(op) => vec![(None, op)],
+        DocumentOperations::Multiple(ops) => ops
+            .iter()
+            .map(|(name, op)| (Some(name.as_str()), op))
+            .collect(),
+    };
+    if let Some(wanted) = request.operation_name.as_deref() {
+        operations.retain(|(name, _)| *name == Some(wanted));
+    }
+    operations
+        .iter()
+        .any(|(_, op)| op.node.ty == OperationType::Mutation)
+}
+
+async fn execute(state: &AppState, request: async_graphql::Request) -> GraphQLResponse {
+    let context = RequestContext::new(state.upstreams.clone(), state.max_concurrency);
+    let warnings = context.warnings.clone();
+    let mut response = state.schema.execute(request.data(context)).await;
+    for error in &mut response.errors {
+        add_default_code(error);
+    }
+    let warnings = warnings.take();
+    if !warnings.is_empty() {
+        let list = warnings
+            .into_iter()
+            .map(|w| {
+                let mut object = async_graphql::indexmap::IndexMap::new();
+                object.insert(async_graphql::Name::new("code"), Value::from(w.code));
+                object.insert(
+                    async_graphql::Name::new("service"),
+                    Value::from(w.service.as_str()),
+                );
+                object.insert(async_graphql::Name::new("message"), Value::from(w.message));
+                object.insert(
+                    async_graphql::Name::new("ageSeconds"),
+                    Value::from(w.age_secs),
+                );
+                Value::Object(object)
+            })
+            .collect();
+        response
+            .extensions
+            .insert("warnings".into(), Value::List(list));
+    }
+    response.into()
+}
+
+/// Errors the GraphQL engine raises itself (syntax, validation, input coercion) carry no code;
+/// give them the ones Apollo's ecosystem uses so clients can tell them apart.
+fn add_default_code(error: &mut ServerError) {
+    let has_code = error
+        .extensions
+        .as_ref()
+        .is_some_and(|ext| ext.get("code").is_some());
+    if has_code {
+        return;
+    }
+    let code = if error.message.starts_with("Invalid value for argument")
+        || error.message.contains("Failed to parse")
+    {
+        "BAD_USER_INPUT"
+    } else if error.path.is_empty() {
+        "GRAPHQL_VALIDATION_FAILED"
+    } else {
+        "INTERNAL_SERVER_ERROR"
+    };
+    error
+        .extensions
+        .get_or_insert_with(Default::default)
+        .set("code", code);
+}
+
+async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render_prometheus(),
+    )
+}
+
+async fn not_found() -> impl IntoResponse {
+    (
+        StatusCode::NOT_FOUND,
+        "not found; the graph is at /graphql\n",
+    )
+}
+
+fn internal_error() -> Response {
+    graphql_error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "INTERNAL_SERVER_ERROR",
+        "internal error",
+    )
+}
+
+fn graphql_error(status: StatusCode, code: &str, message: &str) -> Response {
+    let body = serde_json::json!({
+        "errors": [{ "message": message, "extensions": { "code": code } }]
+    });
+    (status, Json(body)).into_response()
+}
+
+/// A request body that is not a GraphQL request, answered as a GraphQL error instead of the
+/// extractor's debug text.
+pub struct GraphQLRequestRejection(async_graphql::ParseRequestError);
+
+impl From<async_graphql::ParseRequestError> for GraphQLRequestRejection {
+    fn from(err: async_graphql::ParseRequestError) -> Self {
+        Self(err)
+    }
+}
+
+impl IntoResponse for GraphQLRequestRejection {
+    fn into_response(self) -> Response {
+        use async_graphql::ParseRequestError as E;
+        match self.0 {
+            E::PayloadTooLarge => graphql_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "PAYLOAD_TOO_LARGE",
+                "the request body is too large",
+            ),
+            E::UnsupportedBatch => graphql_error(
+                StatusCode::BAD_REQUEST,
+                "BAD_REQUEST",
+                "batched requests are not supported; send one operation per request",
+            ),
+            _ => graphql_error(
+                StatusCode::BAD_REQUEST,
+                "BAD_REQUEST",
+                "the body is not a GraphQL request: send JSON {\"query\": ..., \"variables\": {...}}",
+            ),
+        }
+    }
+}

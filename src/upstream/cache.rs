@@ -1,0 +1,373 @@
+//! The moka cache shared across requests, and the guard that keeps a mutation from reaching
+//! TOTVS twice.
+//!
+//! Reads: a fresh entry answers at once; concurrent misses on one key share one upstream call
+//! (`try_get_with`); upstream errors are not stored, except a 404 for a few seconds; when an
+//! upstream is down, an answer younger than `stale_for_secs` is served and marked stale.
+//! A mutation records the moment it changed a subscriber or a protocol, and any entry whose
+//! fetch started before that moment is treated as absent, including one still in flight.
+
+use std::{
+    hash::Hash,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use moka::{Expiry, future::Cache};
+
+use super::{InteractionQuery, ProtocolQuery, UpstreamError, UpstreamErrorKind};
+use crate::{
+    config::CacheSettings,
+    graphql::types::{
+        AuthorizationProtocol, AuthorizationProtocolPage, InteractionPage, ServiceProtocol,
+    },
+    metrics::Metrics,
+};
+
+/// A decoded upstream answer and the size of the body it came from (the cache's weight).
+pub(crate) struct Decoded<T> {
+    pub value: T,
+    pub bytes: usize,
+}
+
+/// A read's value, and its age when it is a stale stand-in for a failed upstream.
+#[derive(Debug)]
+pub struct Fetched<T> {
+    pub value: Arc<T>,
+    pub stale_for: Option<Duration>,
+}
+
+impl<T> Clone for Fetched<T> {
+    fn clone(&self) -> Self {
+        Self {
+            value: self.value.clone(),
+            stale_for: self.stale_for,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum CacheKey {
+    Latest {
+        unique_key: String,
+        limit: u8,
+    },
+    Protocols {
+        subscriber_id: String,
+        query: ProtocolQuery,
+    },
+    Interactions(InteractionQuery),
+}
+
+impl CacheKey {
+    /// What a mutation may change this entry through.
+    fn subject(&self) -> Option<Subject> {
+        match self {
+            CacheKey::Latest { .. } => None,
+            CacheKey::Protocols { subscriber_id, .. } => {
+                Some(Subject::Subscriber(subscriber_id.clone()))
+            }
+            CacheKey::Interactions(query) => Some(Subject::Protocol(query.protocol.clone())),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Subject {
+    Subscriber(String),
+    Protocol(String),
+}
+
+#[derive(Clone, Debug)]
+pub(crate) enum Value {
+    Latest(Arc<Vec<ServiceProtocol>>),
+    Protocols(Arc<AuthorizationProtocolPage>),
+    Interactions(Arc<InteractionPage>),
+    NotFound(UpstreamError),
+}
+
+#[derive(Clone, Debug)]
+struct Entry {
+    value: Value,
+    /// When the upstream call that produced it started.
+    started: Instant,
+    weight: u32,
+}
+
+/// A type the cache can hold.
+pub(crate) trait Cacheable: Sized + Send + Sync + 'static {
+    fn wrap(value: Arc<Self>) -> Value;
+    fn unwrap(value: &Value) -> Option<Arc<Self>>;
+}
+
+macro_rules! cacheable {
+    ($ty:ty, $variant:ident) => {
+        impl Cacheable for $ty {
+            fn wrap(value: Arc<Self>) -> Value {
+                Value::$variant(value)
+            }
+            fn unwrap(value: &Value) -> Option<Arc<Self>> {
+                match value {
+                    Value::$variant(v) => Some(v.clone()),
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+cacheable!(Vec<ServiceProtocol>, Latest);
+cacheable!(AuthorizationProtocolPage, Protocols);
+cacheable!(InteractionPage, Interactions);
+
+struct Ttl {
+    mosia: Duration,
+    protocols: Duration,
+    interactions: Duration,
+    not_found: Duration,
+}
+
+impl Expiry<CacheKey, Entry> for Ttl {
+    fn expire_after_create(&self, key: &CacheKey, entry: &Entry, _: Instant) -> Option<Duration> {
+        Some(match (&entry.value, key) {
+            (Value::NotFound(_), _) => self.not_found,
+            (_, CacheKey::Latest { .. }) => self.mosia,
+            (_, CacheKey::Protocols { .. }) => self.protocols,
+            (_, CacheKey::Interactions(_)) => self.interactions,
+        })
+    }
+}
+
+pub struct ResponseCache {
+    enabled: bool,
+    fresh: Cache<CacheKey, Entry>,
+    /// The last good answer per key, for outages. `None` when stale serving is off.
+    stale: Option<Cache<CacheKey, Entry>>,
+    stale_for: Duration,
+    /// When each subscriber or protocol was last changed by a mutation.
+    changed: moka::sync::Cache<Subject, Instant>,
+    metrics: Arc<Metrics>,
+}
+
+/// Entries are weighed by body size plus this, for the key and bookkeeping.
+const ENTRY_OVERHEAD: usize = 256;
+
+impl ResponseCache {
+    pub fn new(settings: &CacheSettings, metrics: Arc<Metrics>) -> Self {
+        let secs = Duration::from_secs;
+        let ttl = Ttl {
+            mosia: secs(settings.mosia_ttl_secs),
+            protocols: secs(settings.totvs_protocols_ttl_secs),
+            interactions: secs(settings.totvs_interactions_ttl_secs),
+            not_found: secs(settings.not_found_ttl_secs),
+        };
+        let longest = ttl.mosia.max(ttl.protocols).max(ttl.interactions);
+        let stale_for = secs(settings.stale_for_secs);
+        let weigher = |_: &CacheKey, entry: &Entry| entry.weight;
+        let fresh = Cache::builder()
+            .max_capacity(settings.max_bytes)
+            .weigher(weigher)
+            .expire_after(ttl)
+            .build();
+        // The stale copies share their values with the fresh ones (`Arc`), so memory stays
+        // within one budget; the second bound only caps how long outdated answers are kept.
+        let stale = (settings.enabled && !stale_for.is_zero()).then(|| {
+            Cache::builder()
+                .max_capacity(settings.max_bytes)
+                .weigher(weigher)
+                .time_to_live(stale_for)
+                .build()
+        });
+        let changed = moka::sync::Cache::builder()
+            .max_capacity(100_000)
+            .time_to_live(longest.max(stale_for) + Duration::from_secs(1))
+            .build();
+        Self {
+            enabled: settings.enabled,
+            fresh,
+            stale,
+            stale_for,
+            changed,
+            metrics,
+        }
+    }
+
+    /// The cached answer for `key`, or the one `fetch` brings (shared with any concurrent
+    /// caller of the same key).
+    pub async fn get_or_fetch<T, F, Fut>(
+        &self,
+        key: CacheKey,
+        fetch: F,
+    ) -> Result<Fetched<T>, UpstreamError>
+    where
+        T: Cacheable,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Decoded<T>, UpstreamError>>,
+    {
+        if !self.enabled {
+            self.metrics.cache_miss();
+            let decoded = fetch().await?;
+            return Ok(Fetched {
+                value: Arc::new(decoded.value),
+                stale_for: None,
+            });
+        }
+        if let Some(entry) = self.fresh.get(&key).await {
+            if self.is_current(&key, &entry) {
+                self.metrics.cache_hit();
+                return answer(&entry);
+            }
+            self.fresh.invalidate(&key).await;
+        }
+        let ran = AtomicBool::new(false);
+        let started = Instant::now();
+        let result = self
+            .fresh
+            .try_get_with(key.clone(), async {
+                ran.store(true, Ordering::Relaxed);
+                self.metrics.cache_miss();
+                match fetch().await {
+                    Ok(decoded) => Ok(Entry {
+                        value: T::wrap(Arc::new(decoded.value)),
+                        started,
+                        weight: weight(decoded.bytes),
+                    }),
+                    Err(err) if err.kind == UpstreamErrorKind::NotFound => Ok(Entry {
+                        value: Value::NotFound(err),
+                        started,
+                        weight: weight(0),
+                    }),
+                    Err(err) => Err(err),
+                }
+            })
+            .await;
+        let ran = ran.load(Ordering::Relaxed);
+        if !ran {
+            self.metrics.cache_coalesced();
+        }
+        match result {
+            Ok(entry) => {
+                if ran && !matches!(entry.value, Value::NotFound(_)) {
+                    if let Some(stale) = &self.stale {
+                        stale.insert(key, entry.clone()).await;
+                    }
+                }
+                answer(&entry)
+            }
+            Err(err) => {
+                let err = UpstreamError::clone(&err);
+                if err.is_outage() {
+                    if let Some(fetched) = self.stale_answer(&key).await {
+                        return Ok(fetched);
+                    }
+                }
+                Err(err)
+            }
+        }
+    }
+
+    async fn stale_answer<T: Cacheable>(&self, key: &CacheKey) -> Option<Fetched<T>> {
+        let entry = self.stale.as_ref()?.get(key).await?;
+        let age = entry.started.elapsed();
+        if age > self.stale_for || !self.is_current(key, &entry) {
+            return None;
+        }
+        let value = T::unwrap(&entry.value)?;
+        self.metrics.stale_served();
+        tracing::warn!(
+            age_secs = age.as_secs(),
+            "serving a stale answer during an upstream failure"
+        );
+        Some(Fetched {
+            value,
+            stale_for: Some(age),
+        })
+    }
+
+    /// Whether no mutation changed the entry's subject after its fetch started.
+    fn is_current(&self, key: &CacheKey, entry: &Entry) -> bool {
+        key.subject()
+            .and_then(|subject| self.changed.get(&subject))
+            .is_none_or(|changed_at| entry.started > changed_at)
+    }
+
+    /// Forgets what a mutation of `protocol` (of `subscriber_id`) made outdated: the
+    /// subscriber's protocol lists and the protocol's interactions.
+    pub fn invalidate_protocol(&self, subscriber_id: &str, protocol: &str) {
+        let now = Instant::now();
+        self.changed
+            .insert(Subject::Subscriber(subscriber_id.to_owned()), now);
+        self.changed
+            .insert(Subject::Protocol(protocol.to_owned()), now);
+    }
+}
+
+fn weight(bytes: usize) -> u32 {
+    u32::try_from(bytes.saturating_add(ENTRY_OVERHEAD)).unwrap_or(u32::MAX)
+}
+
+fn answer<T: Cacheable>(entry: &Entry) -> Result<Fetched<T>, UpstreamError> {
+    match &entry.value {
+        Value::NotFound(err) => Err(err.clone()),
+        value => T::unwrap(value)
+            .map(|value| Fetched {
+                value,
+                stale_for: None,
+            })
+            // Keys determine the value's type, so a mismatch cannot happen; fail safe if it did.
+            .ok_or_else(|| UpstreamError::new(super::Service::Totvs, UpstreamErrorKind::Malformed)),
+    }
+}
+
+/// Sends a mutation at most once per identical input in flight, and answers an identical input
+/// arriving within the dedupe window after a success with that success (the double click).
+pub(crate) struct MutationGuard {
+    recent: Cache<String, AuthorizationProtocol>,
+    metrics: Arc<Metrics>,
+}
+
+impl MutationGuard {
+    pub fn new(settings: &CacheSettings, metrics: Arc<Metrics>) -> Self {
+        let window =
+            Duration::from_secs(settings.mutation_dedupe_secs).max(Duration::from_millis(1));
+        Self {
+            recent: Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(window)
+                .build(),
+            metrics,
+        }
+    }
+
+    /// A key equal for equal inputs. Debug output of plain data is deterministic within a
+    /// process, which is the only place the key lives.
+    pub fn fingerprint(input: &impl std::fmt::Debug) -> String {
+        format!("{input:?}")
+    }
+
+    pub async fn run<F, Fut>(
+        &self,
+        fingerprint: String,
+        send: F,
+    ) -> Result<AuthorizationProtocol, UpstreamError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<AuthorizationProtocol, UpstreamError>>,
+    {
+        let ran = AtomicBool::new(false);
+        let result = self
+            .recent
+            .try_get_with(fingerprint, async {
+                ran.store(true, Ordering::Relaxed);
+                send().await
+            })
+            .await
+            .map_err(|err| UpstreamError::clone(&err));
+        if !ran.load(Ordering::Relaxed) {
+            self.metrics.mutation_deduplicated();
+        }
+        result
+    }
+}

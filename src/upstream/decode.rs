@@ -1,0 +1,138 @@
+//! Lenient readers for upstream values: the documents disagree on types and field names, and
+//! the gateway reads every variant it has seen rather than failing on the first.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Deserializer};
+use serde_json::{Map, Value};
+
+/// A scalar as text: strings as sent, numbers and booleans printed; `""`, `null`, arrays and
+/// objects are absent.
+pub(crate) fn text(value: Option<&Value>) -> Option<String> {
+    match value? {
+        Value::String(s) if s.trim().is_empty() => None,
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// Deserializes a string or a number into its text (`""` stays `""`).
+pub(crate) fn string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    match Value::deserialize(d)? {
+        Value::String(s) => Ok(s),
+        Value::Number(n) => Ok(n.to_string()),
+        other => Err(serde::de::Error::custom(format!(
+            "expected a string or a number, found {}",
+            kind(&other)
+        ))),
+    }
+}
+
+/// Deserializes an integer sent as a number or as a numeric string.
+pub(crate) fn int_lenient<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    let text = string_or_number(d)?;
+    text.trim()
+        .parse()
+        .map_err(|_| serde::de::Error::custom("expected an integer"))
+}
+
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Epoch milliseconds, as a number or a numeric string.
+pub(crate) fn epoch_millis(text: &str) -> Option<DateTime<Utc>> {
+    let millis: i64 = text.trim().parse().ok()?;
+    DateTime::from_timestamp_millis(millis)
+}
+
+/// A calendar date in any of the shapes Protheus has been seen to send: `2023-06-20`,
+/// `20230620`, `20/06/2023`, or a timestamp starting with a date.
+pub(crate) fn date(text: &str) -> Option<NaiveDate> {
+    let text = text.trim();
+    let head = text.get(..10).unwrap_or(text);
+    NaiveDate::parse_from_str(head, "%Y-%m-%d")
+        .or_else(|_| NaiveDate::parse_from_str(text, "%Y%m%d"))
+        .or_else(|_| NaiveDate::parse_from_str(head, "%d/%m/%Y"))
+        .ok()
+}
+
+/// An object whose keys are folded to one style: lowercase, without `-` and `_`, so that
+/// `subscriberId`, `subscriber-id`, `subscriber-_id` and `subscriber_id` read the same.
+pub(crate) struct Folded(Map<String, Value>);
+
+impl Folded {
+    pub fn new(object: Map<String, Value>) -> Self {
+        Self(
+            object
+                .into_iter()
+                .map(|(key, value)| (fold(&key), value))
+                .collect(),
+        )
+    }
+    pub fn get(&self, folded_key: &str) -> Option<&Value> {
+        self.0.get(folded_key)
+    }
+    pub fn text(&self, folded_key: &str) -> Option<String> {
+        text(self.get(folded_key))
+    }
+}
+
+fn fold(key: &str) -> String {
+    key.chars()
+        .filter(|c| *c != '-' && *c != '_')
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_documented_key_style_folds_to_one() {
+        for key in [
+            "subscriberId",
+            "subscriber-id",
+            "subscriber-_id",
+            "subscriber_id",
+        ] {
+            assert_eq!(fold(key), "subscriberid", "{key}");
+        }
+    }
+
+    #[test]
+    fn dates_are_read_in_every_protheus_shape() {
+        let want = NaiveDate::from_ymd_opt(2023, 6, 20);
+        for text in [
+            "2023-06-20",
+            "20230620",
+            "20/06/2023",
+            "2023-06-20T10:00:00",
+        ] {
+            assert_eq!(date(text), want, "{text}");
+        }
+        assert_eq!(date(""), None);
+        assert_eq!(date("2023-02-30"), None);
+    }
+
+    #[test]
+    fn empty_strings_are_absent() {
+        assert_eq!(text(Some(&Value::String(String::new()))), None);
+        assert_eq!(text(Some(&serde_json::json!(7))), Some("7".into()));
+    }
+
+    #[test]
+    fn epoch_millis_become_utc() {
+        let at = epoch_millis("1720625728313").unwrap();
+        assert_eq!(at.to_rfc3339(), "2024-07-10T15:35:28.313+00:00");
+    }
+}

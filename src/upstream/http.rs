@@ -1,0 +1,204 @@
+//! What both clients share: one pooled `reqwest::Client` per upstream, the deadline on every
+//! call, the retry policy for reads, body size limits and the translation of transport failures.
+
+use std::{sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use reqwest::{RequestBuilder, StatusCode};
+use tracing::warn;
+use url::Url;
+
+use super::{Service, UpstreamError, UpstreamErrorKind};
+use crate::{config::UpstreamSettings, metrics::Metrics};
+
+/// Upstream bodies larger than this are refused rather than buffered.
+const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+
+/// Whether a call may be sent again after a failure that left its outcome unknown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Idempotency {
+    /// A read: retried on connection failures and 502/503/504.
+    Read,
+    /// A write: never retried; a timeout leaves the outcome unknown.
+    Write,
+}
+
+/// An upstream's answer with any status below 500 (and not 429), body read in full.
+pub(crate) struct Answer {
+    pub status: StatusCode,
+    pub body: Bytes,
+}
+
+pub(crate) struct HttpUpstream {
+    service: Service,
+    client: reqwest::Client,
+    base: Url,
+    retries: u32,
+    backoff: Duration,
+    metrics: Arc<Metrics>,
+}
+
+impl HttpUpstream {
+    pub fn new(
+        service: Service,
+        base: Url,
+        settings: &UpstreamSettings,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .timeout(settings.timeout())
+            .connect_timeout(settings.timeout().min(Duration::from_secs(3)))
+            .pool_max_idle_per_host(settings.pool_max_idle_per_host)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .tcp_nodelay(true)
+            .user_agent(concat!("protocol-graph/", env!("CARGO_PKG_VERSION")))
+            // Upstream redirects would carry our credentials to wherever they point.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        Ok(Self {
+            service,
+            client,
+            base,
+            retries: settings.get_retries,
+            backoff: Duration::from_millis(settings.retry_backoff_ms),
+            metrics,
+        })
+    }
+
+    /// The base URL with `segments` appended, each percent-encoded, so that an identifier can
+    /// never change the path it travels in.
+    pub fn url(&self, segments: &[&str]) -> Url {
+        let mut url = self.base.clone();
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().extend(segments);
+        }
+        url
+    }
+
+    /// Sends the request `build` makes, retrying reads as configured. Answers 5xx and 429
+    /// become errors here; other statuses are the caller's to interpret.
+    pub async fn send(
+        &self,
+        idempotency: Idempotency,
+        build: impl Fn(&reqwest::Client) -> RequestBuilder,
+    ) -> Result<Answer, UpstreamError> {
+        let mut attempt = 0;
+        loop {
+            let result = self.send_once(idempotency, build(&self.client)).await;
+            let retryable = match &result {
+                Err(err) => err.kind == UpstreamErrorKind::Unavailable,
+                Ok(_) => false,
+            };
+            if idempotency == Idempotency::Write || !retryable || attempt >= self.retries {
+                if result.is_err() {
+                    self.metrics.upstream_error();
+                }
+                return result;
+            }
+            attempt += 1;
+            tokio::time::sleep(self.jittered_backoff(attempt)).await;
+        }
+    }
+
+    fn jittered_backoff(&self, attempt: u32) -> Duration {
+        let base = self.backoff * 2u32.saturating_pow(attempt - 1);
+        base.mul_f64(0.5 + fastrand::f64())
+    }
+
+    async fn send_once(
+        &self,
+        idempotency: Idempotency,
+        request: RequestBuilder,
+    ) -> Result<Answer, UpstreamError> {
+        self.metrics.upstream_call(self.service);
+        let response = request
+            .send()
+            .await
+            .map_err(|err| self.transport_error(idempotency, err))?;
+        let status = response.status();
+        if status.is_server_error() {
+            warn!(
+                service = self.service.as_str(),
+                status = status.as_u16(),
+                "upstream error"
+            );
+            let kind = if status == StatusCode::GATEWAY_TIMEOUT && idempotency == Idempotency::Write
+            {
+                UpstreamErrorKind::TimeoutOutcomeUnknown
+            } else {
+                UpstreamErrorKind::Unavailable
+            };
+            return Err(UpstreamError::new(self.service, kind).with_status(status.as_u16()));
+        }
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            warn!(service = self.service.as_str(), "upstream rate limit");
+            return Err(
+                UpstreamError::new(self.service, UpstreamErrorKind::RateLimited)
+                    .with_status(status.as_u16()),
+            );
+        }
+        let body = self
+            .read_body(response)
+            .await
+            .map_err(|err| err.with_status(status.as_u16()))?;
+        Ok(Answer { status, body })
+    }
+
+    async fn read_body(&self, mut response: reqwest::Response) -> Result<Bytes, UpstreamError> {
+        if response
+            .content_length()
+            .is_some_and(|len| len > MAX_BODY_BYTES as u64)
+        {
+            warn!(service = self.service.as_str(), "upstream body too large");
+            return Err(UpstreamError::new(
+                self.service,
+                UpstreamErrorKind::Malformed,
+            ));
+        }
+        let mut body = bytes::BytesMut::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|err| self.transport_error(Idempotency::Read, err))?
+        {
+            if body.len() + chunk.len() > MAX_BODY_BYTES {
+                warn!(service = self.service.as_str(), "upstream body too large");
+                return Err(UpstreamError::new(
+                    self.service,
+                    UpstreamErrorKind::Malformed,
+                ));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body.freeze())
+    }
+
+    fn transport_error(&self, idempotency: Idempotency, err: reqwest::Error) -> UpstreamError {
+        // The URL may carry credentials (the TOTVS token endpoint takes them in the query).
+        let err = err.without_url();
+        let kind = if err.is_timeout() {
+            match idempotency {
+                Idempotency::Read => UpstreamErrorKind::Timeout,
+                Idempotency::Write => UpstreamErrorKind::TimeoutOutcomeUnknown,
+            }
+        } else if err.is_decode() {
+            UpstreamErrorKind::Malformed
+        } else {
+            UpstreamErrorKind::Unavailable
+        };
+        warn!(service = self.service.as_str(), error = %err, ?kind, "upstream call failed");
+        UpstreamError::new(self.service, kind)
+    }
+
+    /// The error for a body that does not decode as documented.
+    pub fn malformed(&self, status: StatusCode, err: &dyn std::fmt::Display) -> UpstreamError {
+        warn!(
+            service = self.service.as_str(),
+            status = status.as_u16(),
+            error = %err,
+            "upstream body did not decode"
+        );
+        self.metrics.upstream_error();
+        UpstreamError::new(self.service, UpstreamErrorKind::Malformed).with_status(status.as_u16())
+    }
+}

@@ -1,0 +1,229 @@
+//! Mosia Omnichannel: a beneficiary's latest service protocols.
+//!
+//! `GET {mosia}/clientes/ocorrencias/ultimosProtocolos` with everything in headers: the raw
+//! client token in `Authorization`, `chaveUnica`, `totalProtocolos`. The answer is an envelope
+//! whose HTTP status and `status` flag are trusted; its `statusCode` is not (public examples say
+//! 403 on success).
+
+use std::sync::Arc;
+
+use async_graphql::ID;
+use reqwest::{
+    StatusCode,
+    header::{AUTHORIZATION, HeaderValue},
+};
+use serde::Deserialize;
+
+use super::{
+    Service, UpstreamError, UpstreamErrorKind,
+    cache::Decoded,
+    decode,
+    http::{HttpUpstream, Idempotency},
+};
+use crate::{
+    config::Settings,
+    graphql::{
+        scalars::DateTime,
+        types::{Code, Person, ServiceProtocol},
+    },
+    metrics::Metrics,
+};
+
+pub(crate) struct MosiaClient {
+    http: HttpUpstream,
+    token: HeaderValue,
+}
+
+impl MosiaClient {
+    pub fn new(settings: &Settings, metrics: Arc<Metrics>) -> Result<Self, reqwest::Error> {
+        let mut token = HeaderValue::from_bytes(settings.mosia.token.expose().as_bytes())
+            .unwrap_or_else(|_| HeaderValue::from_static(""));
+        token.set_sensitive(true);
+        Ok(Self {
+            http: HttpUpstream::new(
+                Service::Mosia,
+                settings.mosia.base_url.clone(),
+                &settings.upstream,
+                metrics,
+            )?,
+            token,
+        })
+    }
+
+    /// The newest `limit` (1..10) protocols of the beneficiary with this unique key.
+    pub async fn latest_protocols(
+        &self,
+        unique_key: &str,
+        limit: u8,
+    ) -> Result<Decoded<Vec<ServiceProtocol>>, UpstreamError> {
+        // Validated upstream of here to be free of control characters; bytes >= 0x80 are legal.
+        let key = HeaderValue::from_bytes(unique_key.as_bytes())
+            .map_err(|_| UpstreamError::new(Service::Mosia, UpstreamErrorKind::BadRequest))?;
+        let url = self
+            .http
+            .url(&["clientes", "ocorrencias", "ultimosProtocolos"]);
+        let answer = self
+            .http
+            .send(Idempotency::Read, |client| {
+                client
+                    .get(url.clone())
+                    .header(AUTHORIZATION, self.token.clone())
+                    .header("chaveUnica", key.clone())
+                    .header("totalProtocolos", limit.to_string())
+                    .header("Accept", "application/json")
+            })
+            .await?;
+        let status = answer.status;
+        let kind = match status {
+            StatusCode::OK => None,
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Some(UpstreamErrorKind::AuthFailed),
+            StatusCode::NOT_FOUND => Some(UpstreamErrorKind::NotFound),
+            StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY => {
+                Some(UpstreamErrorKind::BadRequest)
+            }
+            _ if status.is_success() => None,
+            _ => Some(UpstreamErrorKind::Malformed),
+        };
+        if let Some(kind) = kind {
+            tracing::warn!(
+                service = "mosia",
+                status = status.as_u16(),
+                "upstream error"
+            );
+            return Err(UpstreamError::new(Service::Mosia, kind).with_status(status.as_u16()));
+        }
+        let envelope: Envelope = serde_json::from_slice(&answer.body)
+            .map_err(|err| self.http.malformed(status, &err))?;
+        if envelope.status != Some(true) {
+            return Err(self.http.malformed(status, &"envelope status is not true"));
+        }
+        let items = envelope.data.unwrap_or_default();
+        let mut protocols = items
+            .into_iter()
+            .map(ServiceProtocol::try_from)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|err| self.http.malformed(status, &err))?;
+        // Mosia documents newest first; a longer answer than asked for is cut, not trusted.
+        protocols.truncate(usize::from(limit));
+        Ok(Decoded {
+            value: protocols,
+            bytes: answer.body.len(),
+        })
+    }
+}
+
+#[derive(Deserialize)]
+struct Envelope {
+    status: Option<bool>,
+    data: Option<Vec<ProtocolDto>>,
+}
+
+#[derive(Deserialize)]
+struct ProtocolDto {
+    #[serde(deserialize_with = "decode::string_or_number")]
+    protocolo: String,
+    #[serde(rename = "tipoOcorrencia")]
+    tipo_ocorrencia: CodeDto,
+    #[serde(deserialize_with = "decode::string_or_number")]
+    data_registro: String,
+    #[serde(default)]
+    data_atualizacao: Option<serde_json::Value>,
+    status: CodeDto,
+    #[serde(default)]
+    assunto: Option<String>,
+    beneficiario: PersonDto,
+    solicitante: PersonDto,
+}
+
+#[derive(Deserialize)]
+struct CodeDto {
+    #[serde(deserialize_with = "decode::int_lenient")]
+    id: i64,
+    #[serde(default)]
+    descricao: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct PersonDto {
+    #[serde(default)]
+    nome: Option<String>,
+    #[serde(rename = "chaveUnica", deserialize_with = "decode::string_or_number")]
+    chave_unica: String,
+}
+
+impl TryFrom<ProtocolDto> for ServiceProtocol {
+    type Error = String;
+
+    fn try_from(dto: ProtocolDto) -> Result<Self, Self::Error> {
+        let registered_at = decode::epoch_millis(&dto.data_registro).ok_or_else(|| {
+            format!(
+                "data_registro is not epoch milliseconds: {:?}",
+                dto.data_registro
+            )
+        })?;
+        let updated_at = decode::text(dto.data_atualizacao.as_ref())
+            .as_deref()
+            .and_then(decode::epoch_millis);
+        Ok(ServiceProtocol {
+            number: ID(dto.protocolo),
+            occurrence_type: dto.tipo_ocorrencia.try_into()?,
+            status: dto.status.try_into()?,
+            subject: dto.assunto.filter(|s| !s.trim().is_empty()),
+            registered_at: DateTime(registered_at),
+            updated_at: updated_at.map(DateTime),
+            beneficiary: dto.beneficiario.into(),
+            requester: dto.solicitante.into(),
+        })
+    }
+}
+
+impl TryFrom<CodeDto> for Code {
+    type Error = String;
+
+    fn try_from(dto: CodeDto) -> Result<Self, Self::Error> {
+        Ok(Code {
+            id: i32::try_from(dto.id).map_err(|_| format!("code id out of range: {}", dto.id))?,
+            description: dto.descricao.unwrap_or_default(),
+        })
+    }
+}
+
+impl From<PersonDto> for Person {
+    fn from(dto: PersonDto) -> Self {
+        let name = dto.nome.unwrap_or_default();
+        Person {
+            name: strip_key_suffix(&name, &dto.chave_unica).to_owned(),
+            unique_key: ID(dto.chave_unica),
+        }
+    }
+}
+
+/// Mosia sometimes sends a name as `"<name> - <chaveUnica>"`; the key is not part of the name.
+pub(crate) fn strip_key_suffix<'a>(name: &'a str, unique_key: &str) -> &'a str {
+    let name = name.trim();
+    name.strip_suffix(unique_key)
+        .map(str::trim_end)
+        .and_then(|rest| rest.strip_suffix('-'))
+        .map(str::trim_end)
+        .filter(|rest| !rest.is_empty())
+        .unwrap_or(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::strip_key_suffix;
+
+    #[test]
+    fn the_unique_key_suffix_is_dropped_from_names() {
+        assert_eq!(
+            strip_key_suffix("Patrick Oliveira Cabral - 13331584754", "13331584754"),
+            "Patrick Oliveira Cabral"
+        );
+        assert_eq!(
+            strip_key_suffix("Patrick Oliveira Cabral", "13331584754"),
+            "Patrick Oliveira Cabral"
+        );
+        // Only the beneficiary's own key is a suffix to drop.
+        assert_eq!(strip_key_suffix("Ana - 999", "13331584754"), "Ana - 999");
+    }
+}

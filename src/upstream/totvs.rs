@@ -1,0 +1,643 @@
+//! TOTVS Health Plans: authorization protocols, their interactions, attachments and new
+//! authorization requests, behind a bearer token this module obtains and renews itself.
+//!
+//! Item field names differ between TOTVS doc versions (`subscriberId`, `subscriber-id`,
+//! `subscriber-_id`, `subscriber_id`), so items are read through [`decode::Folded`] keys.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use async_graphql::ID;
+use chrono::NaiveDate;
+use reqwest::{StatusCode, header::AUTHORIZATION};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use tokio::sync::Mutex;
+use tracing::{debug, warn};
+
+use super::{
+    Fault, FaultDetail, Service, UpstreamError, UpstreamErrorKind,
+    cache::Decoded,
+    decode::{self, Folded},
+    http::{Answer, HttpUpstream, Idempotency},
+};
+use crate::{
+    config::{Secret, Settings},
+    graphql::{
+        scalars::Date,
+        types::{
+            AuthorizationProtocol, AuthorizationProtocolPage, AuthorizationStatus,
+            AuthorizationType, Interaction, InteractionPage, Professional,
+        },
+    },
+    metrics::Metrics,
+};
+
+const API: [&str; 4] = ["totvsHealthPlans", "attendance", "v1", "authorizations"];
+
+/// Filters and paging of a protocol list, as TOTVS takes them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ProtocolQuery {
+    pub protocol: Option<String>,
+    pub protocol_or_authorization: Option<String>,
+    pub solicitation_date: Option<NaiveDate>,
+    /// TOTVS status codes, sorted and without repeats so equal filters share a cache entry.
+    pub status: Vec<u8>,
+    pub page: u32,
+    pub page_size: u32,
+    pub order: Option<String>,
+}
+
+impl ProtocolQuery {
+    /// The first page with TOTVS's own default size, unfiltered.
+    pub fn first_page() -> Self {
+        Self {
+            page: 1,
+            page_size: 20,
+            ..Self::default()
+        }
+    }
+
+    fn params(&self) -> Vec<(&'static str, String)> {
+        let mut params = vec![
+            ("page", self.page.to_string()),
+            ("pageSize", self.page_size.to_string()),
+        ];
+        let optional = [
+            ("protocol", self.protocol.clone()),
+            (
+                "protocolOrAuthorization",
+                self.protocol_or_authorization.clone(),
+            ),
+            (
+                "solicitationDate",
+                self.solicitation_date
+                    .map(|d| d.format("%Y-%m-%d").to_string()),
+            ),
+            ("order", self.order.clone()),
+        ];
+        params.extend(optional.into_iter().filter_map(|(k, v)| Some((k, v?))));
+        if !self.status.is_empty() {
+            let codes: Vec<String> = self.status.iter().map(u8::to_string).collect();
+            params.push(("status", codes.join(",")));
+        }
+        params
+    }
+}
+
+/// A page of a protocol's interactions.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct InteractionQuery {
+    pub protocol: String,
+    pub page: u32,
+    pub page_size: u32,
+}
+
+/// A new authorization request, as the mutation received it (already validated).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthorizationRequest {
+    pub subscriber_id: String,
+    pub professional_name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state_abbreviation: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub professional_council: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub professional_council_number: Option<String>,
+    pub attachments: Vec<AttachmentDto>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct AttachmentDto {
+    pub href: String,
+}
+
+pub(crate) struct TotvsClient {
+    http: HttpUpstream,
+    tokens: TokenManager,
+}
+
+impl TotvsClient {
+    pub fn new(settings: &Settings, metrics: Arc<Metrics>) -> Result<Self, reqwest::Error> {
+        let http = HttpUpstream::new(
+            Service::Totvs,
+            settings.totvs.base_url.clone(),
+            &settings.upstream,
+            metrics.clone(),
+        )?;
+        let tokens = TokenManager {
+            url: http.url(&["api", "oauth2", "v1", "token"]),
+            username: settings.totvs.username.clone(),
+            password: settings.totvs.password.clone(),
+            margin: Duration::from_secs(settings.upstream.token_refresh_margin_secs),
+            state: Mutex::new(None),
+            metrics,
+        };
+        Ok(Self { http, tokens })
+    }
+
+    pub async fn protocols(
+        &self,
+        subscriber_id: &str,
+        query: &ProtocolQuery,
+    ) -> Result<Decoded<AuthorizationProtocolPage>, UpstreamError> {
+        let url = self
+            .http
+            .url(&[API[0], API[1], API[2], API[3], subscriber_id, "protocols"]);
+        let params = query.params();
+        let answer = self
+            .authorized(Idempotency::Read, |client, bearer| {
+                client
+                    .get(url.clone())
+                    .query(&params)
+                    .header(AUTHORIZATION, bearer)
+            })
+            .await?;
+        let body = self.expect(answer, StatusCode::OK)?;
+        let page = decode_page(&body.body)
+            .and_then(|(items, has_next, remaining)| {
+                let items = items
+                    .into_iter()
+                    .map(|item| protocol_from(item, Some(subscriber_id)))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(AuthorizationProtocolPage {
+                    items,
+                    has_next,
+                    remaining_records: remaining,
+                    page: clamp_i32(query.page),
+                    page_size: clamp_i32(query.page_size),
+                })
+            })
+            .map_err(|err| self.http.malformed(body.status, &err))?;
+        Ok(Decoded {
+            value: page,
+            bytes: body.body.len(),
+        })
+    }
+
+    pub async fn interactions(
+        &self,
+        query: &InteractionQuery,
+    ) -> Result<Decoded<InteractionPage>, UpstreamError> {
+        let url = self.http.url(&[
+            API[0],
+            API[1],
+            API[2],
+            API[3],
+            "protocols",
+            &query.protocol,
+            "interactions",
+        ]);
+        let params = [("page", query.page), ("pageSize", query.page_size)];
+        let answer = self
+            .authorized(Idempotency::Read, |client, bearer| {
+                client
+                    .get(url.clone())
+                    .query(&params)
+                    .header(AUTHORIZATION, bearer)
+            })
+            .await?;
+        let body = self.expect(answer, StatusCode::OK)?;
+        let page = decode_page(&body.body)
+            .and_then(|(items, has_next, remaining)| {
+                Ok(InteractionPage {
+                    items: items
+                        .into_iter()
+                        .map(interaction_from)
+                        .collect::<Result<Vec<_>, _>>()?,
+                    has_next,
+                    remaining_records: remaining,
+                })
+            })
+            .map_err(|err| self.http.malformed(body.status, &err))?;
+        Ok(Decoded {
+            value: page,
+            bytes: body.body.len(),
+        })
+    }
+
+    pub async fn add_attachments(
+        &self,
+        protocol: &str,
+        hrefs: &[String],
+    ) -> Result<AuthorizationProtocol, UpstreamError> {
+        let url = self
+            .http
+            .url(&[API[0], API[1], API[2], API[3], "protocols", "attachments"]);
+        let body = serde_json::json!({
+            "protocol": protocol,
+            "attachments": hrefs.iter().map(|href| serde_json::json!({"href": href})).collect::<Vec<_>>(),
+        });
+        self.post_protocol(url, &body).await
+    }
+
+    pub async fn request_authorization(
+        &self,
+        request: &AuthorizationRequest,
+    ) -> Result<AuthorizationProtocol, UpstreamError> {
+        let url = self
+            .http
+            .url(&[API[0], API[1], API[2], API[3], "protocols"]);
+        self.post_protocol(url, request).await
+    }
+
+    async fn post_protocol(
+        &self,
+        url: url::Url,
+        body: &impl Serialize,
+    ) -> Result<AuthorizationProtocol, UpstreamError> {
+        let answer = self
+            .authorized(Idempotency::Write, |client, bearer| {
+                client
+                    .post(url.clone())
+                    .json(body)
+                    .header(AUTHORIZATION, bearer)
+            })
+            .await?;
+        let answer = self.expect(answer, StatusCode::CREATED)?;
+        let object = match serde_json::from_slice::<Value>(&answer.body) {
+            Ok(Value::Object(object)) => object,
+            Ok(_) => return Err(self.http.malformed(answer.status, &"expected an object")),
+            Err(err) => return Err(self.http.malformed(answer.status, &err)),
+        };
+        protocol_from(object, None).map_err(|err| self.http.malformed(answer.status, &err))
+    }
+
+    /// Sends with the current bearer token; on a 401, renews the token once and tries once more
+    /// (a 401 means TOTVS did not act on the request, so even a write may be sent again).
+    async fn authorized(
+        &self,
+        idempotency: Idempotency,
+        build: impl Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
+    ) -> Result<Answer, UpstreamError> {
+        let (bearer, generation) = self.tokens.bearer(&self.http).await?;
+        let answer = self
+            .http
+            .send(idempotency, |client| build(client, &bearer))
+            .await?;
+        if answer.status != StatusCode::UNAUTHORIZED {
+            return Ok(answer);
+        }
+        debug!(service = "totvs", "access token refused, renewing it once");
+        self.tokens.discard(generation).await;
+        let (bearer, _) = self.tokens.bearer(&self.http).await?;
+        let answer = self
+            .http
+            .send(idempotency, |client| build(client, &bearer))
+            .await?;
+        if answer.status == StatusCode::UNAUTHORIZED {
+            warn!(
+                service = "totvs",
+                status = 401,
+                "upstream refused a renewed token"
+            );
+            return Err(
+                UpstreamError::new(Service::Totvs, UpstreamErrorKind::AuthFailed)
+                    .with_status(401)
+                    .with_fault(parse_fault(&answer.body)),
+            );
+        }
+        Ok(answer)
+    }
+
+    /// The answer when its status is the expected success, else the documented error for it.
+    fn expect(&self, answer: Answer, success: StatusCode) -> Result<Answer, UpstreamError> {
+        let status = answer.status;
+        // TOTVS documents 201 for POSTs and 200 for GETs; accept either success for robustness.
+        if status == success || status == StatusCode::OK || status == StatusCode::CREATED {
+            return Ok(answer);
+        }
+        let fault = parse_fault(&answer.body);
+        let code = fault.as_ref().and_then(|f| f.code.as_deref()).unwrap_or("");
+        let kind = match status.as_u16() {
+            400 if code.eq_ignore_ascii_case("E003") => UpstreamErrorKind::AttachmentsNotAllowed,
+            400 if code.eq_ignore_ascii_case("E007") => UpstreamErrorKind::AttachmentDownloadFailed,
+            400 | 406 | 409 | 422 => UpstreamErrorKind::BadRequest,
+            404 => UpstreamErrorKind::NotFound,
+            403 => UpstreamErrorKind::AuthFailed,
+            _ => UpstreamErrorKind::Malformed,
+        };
+        warn!(
+            service = "totvs",
+            status = status.as_u16(),
+            code,
+            "upstream error"
+        );
+        Err(UpstreamError::new(Service::Totvs, kind)
+            .with_status(status.as_u16())
+            .with_fault(fault))
+    }
+}
+
+fn clamp_i32(n: u32) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
+}
+
+/// `{items, hasNext, remainingRecords}`, with `hasNext` derived when absent.
+fn decode_page(body: &[u8]) -> Result<(Vec<Map<String, Value>>, bool, i32), String> {
+    let Value::Object(object) = serde_json::from_slice::<Value>(body).map_err(|e| e.to_string())?
+    else {
+        return Err("expected an object".into());
+    };
+    let page = Folded::new(object);
+    let Some(Value::Array(items)) = page.get("items") else {
+        return Err("items is not an array".into());
+    };
+    let items = items
+        .iter()
+        .map(|item| match item {
+            Value::Object(object) => Ok(object.clone()),
+            _ => Err("an item is not an object".to_owned()),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let remaining = page
+        .text("remainingrecords")
+        .and_then(|n| n.parse::<i64>().ok())
+        .map_or(0, |n| n.clamp(0, i64::from(i32::MAX)) as i32);
+    let has_next = match page.get("hasnext") {
+        Some(Value::Bool(b)) => *b,
+        Some(Value::String(s)) => s.eq_ignore_ascii_case("true"),
+        _ => remaining > 0,
+    };
+    Ok((items, has_next, remaining))
+}
+
+/// An authorization protocol from any documented field-name style. `subscriber_id` fills in
+/// the subscriber when the item leaves it out (it is the list's own path parameter).
+fn protocol_from(
+    item: Map<String, Value>,
+    subscriber_id: Option<&str>,
+) -> Result<AuthorizationProtocol, String> {
+    let item = Folded::new(item);
+    let required = |key: &str| item.text(key).ok_or_else(|| format!("missing {key}"));
+    let status_code = required("status")?;
+    let auth_type = item.text("authtype");
+    let auth_type_parsed = auth_type.as_deref().and_then(AuthorizationType::from_code);
+    if auth_type.is_some() && auth_type_parsed.is_none() {
+        debug!(service = "totvs", auth_type, "unknown auth type");
+    }
+    let date = |key: &str| {
+        let text = item.text(key)?;
+        let date = decode::date(&text);
+        if date.is_none() {
+            warn!(service = "totvs", field = key, "unreadable date");
+        }
+        date.map(Date)
+    };
+    Ok(AuthorizationProtocol {
+        protocol: ID(required("protocol")?),
+        subscriber_id: ID(item
+            .text("subscriberid")
+            .or_else(|| subscriber_id.map(str::to_owned))
+            .ok_or("missing subscriberId")?),
+        beneficiary_name: required("name")?,
+        professional: Professional {
+            name: item.text("professionalname").unwrap_or_default(),
+            council: item.text("professionalcouncil"),
+            council_number: item.text("professionalcouncilnumber"),
+            council_state: item.text("stateabbreviation"),
+        },
+        status: AuthorizationStatus::from_code(&status_code),
+        status_code,
+        authorization_number: item.text("idonhealthinsurer"),
+        auth_type: auth_type_parsed,
+        requested_on: date("solicitationdate"),
+        analyzed_on: date("analysisdate"),
+    })
+}
+
+fn interaction_from(item: Map<String, Value>) -> Result<Interaction, String> {
+    let item = Folded::new(item);
+    Ok(Interaction {
+        sector: item.text("sector").unwrap_or_default(),
+        beneficiary_name: item.text("name").unwrap_or_default(),
+        date: item
+            .text("interactiondate")
+            .as_deref()
+            .and_then(decode::date)
+            .map(Date),
+        reason: item.text("defaultreason").unwrap_or_default(),
+        observation: item.text("observation").unwrap_or_default(),
+    })
+}
+
+/// TOTVS's error body, read leniently (`code` may be a string or a number).
+fn parse_fault(body: &[u8]) -> Option<Fault> {
+    let Ok(Value::Object(object)) = serde_json::from_slice::<Value>(body) else {
+        return None;
+    };
+    let object = Folded::new(object);
+    let details = match object.get("details") {
+        Some(Value::Array(details)) => details
+            .iter()
+            .filter_map(|detail| match detail {
+                Value::Object(d) => {
+                    let d = Folded::new(d.clone());
+                    Some(FaultDetail {
+                        code: d.text("code"),
+                        message: d.text("message"),
+                        detailed_message: d.text("detailedmessage"),
+                    })
+                }
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    let fault = Fault {
+        code: object.text("code"),
+        message: object.text("message"),
+        detailed_message: object.text("detailedmessage"),
+        details,
+    };
+    (fault != Fault::default()).then_some(fault)
+}
+
+/// The TOTVS access token: one renewal at a time, renewed before it expires, refreshed with the
+/// refresh token when possible, and discarded when TOTVS refuses it.
+struct TokenManager {
+    url: url::Url,
+    username: Secret,
+    password: Secret,
+    margin: Duration,
+    state: Mutex<Option<Token>>,
+    metrics: Arc<Metrics>,
+}
+
+struct Token {
+    bearer: Arc<str>,
+    refresh: Option<Secret>,
+    renew_at: Instant,
+    refresh_until: Instant,
+    generation: u64,
+}
+
+#[derive(Deserialize)]
+struct TokenDto {
+    access_token: String,
+    #[serde(default)]
+    refresh_token: Option<String>,
+    #[serde(default, deserialize_with = "lenient_seconds")]
+    expires_in: Option<u64>,
+}
+
+fn lenient_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    Ok(decode::int_lenient(d)
+        .ok()
+        .and_then(|n| u64::try_from(n).ok()))
+}
+
+/// TOTVS documents refresh tokens as living 24 h.
+const REFRESH_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+
+impl TokenManager {
+    /// A valid `Bearer ...` header value and the generation it belongs to.
+    async fn bearer(&self, http: &HttpUpstream) -> Result<(Arc<str>, u64), UpstreamError> {
+        // Holding the lock through the renewal is what makes it one token request at a time.
+        let mut state = self.state.lock().await;
+        let now = Instant::now();
+        if let Some(token) = state.as_ref().filter(|t| t.renew_at > now) {
+            return Ok((token.bearer.clone(), token.generation));
+        }
+        let generation = state.as_ref().map_or(1, |t| t.generation + 1);
+        let refresh = state
+            .as_ref()
+            .filter(|t| t.refresh_until > now)
+            .and_then(|t| t.refresh.clone());
+        let mut renewed = None;
+        if let Some(refresh) = refresh {
+            match self
+                .request(
+                    http,
+                    &[
+                        ("grant_type", "refresh_token"),
+                        ("refresh_token", refresh.expose()),
+                    ],
+                )
+                .await
+            {
+                Ok(token) => renewed = Some(token),
+                Err(err) if err.kind == UpstreamErrorKind::AuthFailed => {
+                    debug!(service = "totvs", "refresh token refused, logging in again");
+                }
+                Err(err) => return Err(err),
+            }
+        }
+        let dto = match renewed {
+            Some(dto) => dto,
+            None => {
+                self.request(
+                    http,
+                    &[
+                        ("grant_type", "password"),
+                        ("username", self.username.expose()),
+                        ("password", self.password.expose()),
+                    ],
+                )
+                .await?
+            }
+        };
+        let lifetime = Duration::from_secs(dto.expires_in.unwrap_or(3600).max(1));
+        let token = Token {
+            bearer: format!("Bearer {}", dto.access_token).into(),
+            refresh: dto.refresh_token.filter(|t| !t.is_empty()).map(Secret::new),
+            renew_at: now + lifetime - self.margin.min(lifetime / 2),
+            refresh_until: now + REFRESH_TOKEN_LIFETIME,
+            generation,
+        };
+        let out = (token.bearer.clone(), generation);
+        *state = Some(token);
+        Ok(out)
+    }
+
+    /// Forgets the token of `generation`, unless another task already replaced it.
+    async fn discard(&self, generation: u64) {
+        let mut state = self.state.lock().await;
+        if let Some(token) = state.as_mut().filter(|t| t.generation == generation) {
+            token.renew_at = Instant::now();
+            // A refused access token says nothing good about its refresh token: log in afresh.
+            token.refresh = None;
+        }
+    }
+
+    async fn request(
+        &self,
+        http: &HttpUpstream,
+        params: &[(&str, &str)],
+    ) -> Result<TokenDto, UpstreamError> {
+        self.metrics.token_call();
+        let answer = http
+            .send(Idempotency::Read, |client| {
+                client
+                    .post(self.url.clone())
+                    .query(params)
+                    .header("Accept", "application/json")
+            })
+            .await?;
+        let status = answer.status;
+        if !status.is_success() {
+            warn!(
+                service = "totvs",
+                status = status.as_u16(),
+                "token request refused"
+            );
+            let kind = match status.as_u16() {
+                400 | 401 | 403 => UpstreamErrorKind::AuthFailed,
+                _ => UpstreamErrorKind::Malformed,
+            };
+            return Err(UpstreamError::new(Service::Totvs, kind).with_status(status.as_u16()));
+        }
+        serde_json::from_slice::<TokenDto>(&answer.body)
+            .ok()
+            .filter(|dto| !dto.access_token.is_empty())
+            .ok_or_else(|| http.malformed(status, &"token body without access_token"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn object(value: Value) -> Map<String, Value> {
+        match value {
+            Value::Object(o) => o,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn the_seed_item_reads_with_empty_strings_as_absent() {
+        let body: Value =
+            serde_json::from_str(include_str!("../../fixtures/totvs/protocols.200.json")).unwrap();
+        let item = object(body["items"][0].clone());
+        let p = protocol_from(item, None).unwrap();
+        assert_eq!(p.subscriber_id.as_str(), "00011008000027010");
+        assert_eq!(p.professional.name, "ANDRE");
+        assert_eq!(p.professional.council_number.as_deref(), Some("334455"));
+        assert_eq!(p.status, AuthorizationStatus::UnderAnalysis);
+        assert_eq!(p.authorization_number, None);
+        assert_eq!(p.auth_type, None);
+        assert_eq!(p.requested_on, None);
+    }
+
+    #[test]
+    fn unknown_status_codes_keep_the_raw_code() {
+        let item = object(json!({"protocol": "1", "name": "A", "subscriberId": "2", "status": 5}));
+        let p = protocol_from(item, None).unwrap();
+        assert_eq!(p.status, AuthorizationStatus::Unknown);
+        assert_eq!(p.status_code, "5");
+    }
+
+    #[test]
+    fn a_fault_reads_numeric_codes_and_details() {
+        let fault =
+            parse_fault(br#"{"code": 404, "message": "m", "details": [{"code": "D"}]}"#).unwrap();
+        assert_eq!(fault.code.as_deref(), Some("404"));
+        assert_eq!(fault.details[0].code.as_deref(), Some("D"));
+        assert_eq!(parse_fault(b"<html>"), None);
+    }
+}
