@@ -1,4 +1,4 @@
-//! The command line: `serve`, `sandbox`, `schema`. `main` only calls [`run`].
+//! The command line: `serve`, `sandbox`, `upstreams`, `schema`. `main` only calls [`run`].
 
 use std::{net::SocketAddr, process::ExitCode, time::Duration};
 
@@ -40,6 +40,22 @@ enum Command {
     },
     /// Print the subgraph SDL (what `schema.graphql` holds).
     Schema,
+    /// Start only the fake Mosia and TOTVS upstreams (no gateway), e.g. for the benchmark.
+    ///
+    /// Prints `MOSIA_BASE_URL=...` and `TOTVS_BASE_URL=...` on stdout, then runs until
+    /// Ctrl-C or SIGTERM. Credentials: `MOSIA_TOKEN=sandbox-mosia-token`,
+    /// `TOTVS_USERNAME=sandbox`, `TOTVS_PASSWORD=sandbox-password`.
+    Upstreams {
+        /// Latency the fake upstreams add to every answer, in milliseconds.
+        #[arg(long, default_value_t = 0)]
+        latency_ms: u64,
+        /// Loopback port for the fake Mosia (0: any free port).
+        #[arg(long, default_value_t = 0)]
+        mosia_port: u16,
+        /// Loopback port for the fake TOTVS (0: any free port).
+        #[arg(long, default_value_t = 0)]
+        totvs_port: u16,
+    },
 }
 
 /// Parses the command line and runs the command.
@@ -62,6 +78,11 @@ pub fn run() -> ExitCode {
                 latency_ms,
                 no_cache,
             } => run_sandbox(listen, Duration::from_millis(latency_ms), no_cache).await,
+            Command::Upstreams {
+                latency_ms,
+                mosia_port,
+                totvs_port,
+            } => run_upstreams(Duration::from_millis(latency_ms), mosia_port, totvs_port).await,
             Command::Schema => Ok(()),
         }
     });
@@ -118,6 +139,60 @@ async fn run_sandbox(listen: SocketAddr, latency: Duration, no_cache: bool) -> R
     app.run_until(shutdown_signal())
         .await
         .map_err(|err| err.to_string())
+}
+
+async fn run_upstreams(latency: Duration, mosia_port: u16, totvs_port: u16) -> Result<(), String> {
+    use std::io::Write;
+
+    let upstreams = Sandbox::start(SandboxOptions {
+        latency,
+        ..SandboxOptions::default()
+    })
+    .await
+    .map_err(|err| format!("cannot start the sandbox upstreams: {err}"))?;
+    // `Sandbox::start` always binds 127.0.0.1:0; a fixed port is served by a loopback relay.
+    let mosia = relay_if_fixed("mosia", mosia_port, &upstreams.mosia_url()).await?;
+    let totvs = relay_if_fixed("totvs", totvs_port, &upstreams.totvs_url()).await?;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "MOSIA_BASE_URL={mosia}")
+        .and_then(|()| writeln!(stdout, "TOTVS_BASE_URL={totvs}"))
+        .and_then(|()| stdout.flush())
+        .map_err(|err| format!("cannot write to stdout: {err}"))?;
+    drop(stdout);
+    shutdown_signal().await;
+    drop(upstreams);
+    Ok(())
+}
+
+/// `url` itself when `port` is 0; otherwise binds 127.0.0.1:`port`, relays every connection to
+/// `url`'s address, and returns `url` with the port replaced.
+async fn relay_if_fixed(name: &str, port: u16, url: &str) -> Result<String, String> {
+    if port == 0 {
+        return Ok(url.to_owned());
+    }
+    let mut url = url::Url::parse(url).map_err(|err| format!("{name} url: {err}"))?;
+    let target = url
+        .socket_addrs(|| None)
+        .ok()
+        .and_then(|addrs| addrs.into_iter().next())
+        .ok_or_else(|| format!("{name} url has no address"))?;
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .map_err(|err| format!("cannot bind 127.0.0.1:{port} for {name}: {err}"))?;
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let _ = inbound.set_nodelay(true);
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                    let _ = outbound.set_nodelay(true);
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    url.set_port(Some(port))
+        .map_err(|()| format!("{name} url cannot take a port"))?;
+    Ok(url.as_str().trim_end_matches('/').to_owned())
 }
 
 fn banner(addr: SocketAddr, upstreams: &Sandbox) -> String {

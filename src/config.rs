@@ -369,6 +369,11 @@ fn base_url(name: &'static str, value: Option<String>) -> Result<Url, ConfigErro
     Ok(url)
 }
 
+/// The log filter (`RUST_LOG` syntax), `info` when unset.
+pub fn log_filter() -> String {
+    std::env::var("RUST_LOG").unwrap_or_else(|_| "info,tower_http=warn".into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -389,9 +394,4 @@ mod tests {
     fn secrets_do_not_print() {
         assert_eq!(format!("{:?}", Secret::new("hunter2")), "Secret(***)");
     }
-}
-
-/// The log filter (`RUST_LOG` syntax), `info` when unset.
-pub fn log_filter() -> String {
-    std::env::var("RUST_LOG").unwrap_or_else(|_| "info,tower_http=warn".into())
 }

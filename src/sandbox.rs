@@ -11,19 +11,23 @@
 //!
 //! # Beneficiaries
 //!
-//! | uniqueKey (Mosia) | subscriberId (TOTVS) | name                    | Mosia protocols               | TOTVS protocols | TOTVS item field style              |
-//! |-------------------|----------------------|-------------------------|-------------------------------|-----------------|-------------------------------------|
-//! | `13331584754`     | `00011008000031015`  | Patrick Oliveira Cabral | 3 (the documented example)    | 27 (2 pages)    | camelCase (`subscriberId`)          |
-//! | `28476190350`     | `00011008000027010`  | Hernandes Alves da Silva| 4                             | 4 (documented)  | seed (`subscriber-_id`), no UF      |
-//! | `45120987611`     | `00011008000045002`  | Maria Aparecida Souza   | 12 (so `limit: 10` matters)   | 6               | lowercase-hyphen (`subscriber-id`)  |
-//! | `73019845620`     | `00011008000045100`  | João Pedro Souza        | 3, 2 requested by his mother  | 5               | snake (`subscriber_id`), `YYYYMMDD` dates |
-//! | `61234598702`     | `00020015000112003`  | Ana Clara Ferreira Lima | 0                             | 4               | camelCase                           |
-//! | `39857120466`     | —                    | Roberto Nunes Prado     | 5, envelope says `statusCode: 403` | —          | —                                   |
-//! | —                 | `00020015000198016`  | Carlos Eduardo Mendes   | —                             | 0               | lowercase-hyphen                    |
+//! | uniqueKey (Mosia) | subscriberId (TOTVS) | name                     | Mosia protocols                  | TOTVS protocols | TOTVS field style                       |
+//! |-------------------|----------------------|--------------------------|----------------------------------|-----------------|-----------------------------------------|
+//! | `13331584754`     | `00011008000031015`  | Patrick Oliveira Cabral  | 3 (the documented example)       | 27 (2 pages)    | camelCase (`subscriberId`)              |
+//! | `28476190350`     | `00011008000027010`  | Hernandes Alves da Silva | 4                                | 4 (documented)  | seed (`subscriber-_id`), no state field |
+//! | `45120987611`     | `00011008000045002`  | Maria Aparecida Souza    | 12 (so `limit: 10` matters)      | 6               | lowercase-hyphen (`subscriber-id`)      |
+//! | `73019845620`     | `00011008000045100`  | João Pedro Souza         | 3, 2 opened by his mother Maria  | 5               | snake (`subscriber_id`), `YYYYMMDD`     |
+//! | `61234598702`     | `00020015000112003`  | Ana Clara Ferreira Lima  | 0                                | 4               | camelCase                               |
+//! | `39857120466`     | —                    | Roberto Nunes Prado      | 5; envelope says `statusCode: 403` | —             | —                                       |
+//! | —                 | `00020015000198016`  | Carlos Eduardo Mendes    | —                                | 0               | lowercase-hyphen                        |
 //!
-//! TOTVS lists come in the order the upstream stores them (oldest first for most subscribers;
-//! Hernandes' first item is the documented `41750520230601000030`, so `page=1&pageSize=1`
-//! reproduces the documented body exactly). Optional fields that are absent are `""`.
+//! TOTVS names are upper case (`PATRICK OLIVEIRA CABRAL`); Mosia names sometimes carry the
+//! `" - <chaveUnica>"` suffix.
+//!
+//! TOTVS lists come in storage order unless `order` is given (oldest first, except Hernandes,
+//! whose first item is the documented `41750520230601000030`, so that `page=1&pageSize=1`
+//! reproduces the documented body exactly). The documented interaction is the whole history of
+//! `41750520230601000030` and `41750520230620000004`. Absent optional fields are `""`.
 //! Every status appears: 1, 2, 3, 6, 7, 8, 9 and an undocumented `5` (shown as UNKNOWN) on
 //! `41750520240415000007` and `41750520240108000035`.
 //!
@@ -567,7 +571,7 @@ const SUBSCRIBERS: &[(&str, FieldStyle, &[TotvsRow])] = &[
     (HERNANDES_SUBSCRIBER, FieldStyle::Seed, &[
         (FIXTURE_PROTOCOL, 0, "7", "", "", "", ""),
         ("41750520230620000003", 1, "7", "", "", "2023-06-20", ""),
-        (FIXTURE_ATTACHMENT_PROTOCOL, 1, "9", "2", "", "2023-06-20", ""),
+        (FIXTURE_ATTACHMENT_PROTOCOL, 1, "9", "", "", "2023-06-20", ""),
         ("41750520230415000012", 0, "1", "2", "000120230400000871", "2023-04-15", "2023-04-17"),
     ]),
     ("00011008000031015", FieldStyle::Camel, &[

@@ -5,13 +5,12 @@ use std::{future::Future, net::SocketAddr, sync::Arc};
 
 use async_graphql::{
     ServerError, Value,
-    http::GraphiQLSource,
     parser::types::{DocumentOperations, OperationType},
 };
 use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
 use axum::{
     Json, Router,
-    extract::{Request, State},
+    extract::{Path, Request, State},
     http::{HeaderValue, StatusCode, header},
     response::{Html, IntoResponse, Redirect, Response},
     routing::get,
@@ -70,6 +69,7 @@ impl Application {
             .route("/graphql", get(graphql_get).post(graphql_post))
             .route("/", get(|| async { Redirect::temporary("/graphql") }))
             .route("/healthz", get(|| async { "ok" }))
+            .route("/graphiql/{file}", get(graphiql_asset))
             .route("/metrics", get(metrics_text))
             .fallback(not_found)
             .with_state(state)
@@ -158,11 +158,42 @@ async fn graphql_get(State(state): State<AppState>, request: Request) -> Respons
     execute(&state, request).await.into_response()
 }
 
-fn graphiql_page() -> String {
-    GraphiQLSource::build()
-        .endpoint("/graphql")
-        .title("protocol-graph")
-        .finish()
+fn graphiql_page() -> &'static str {
+    include_str!("../assets/graphiql/index.html")
+}
+
+/// GraphiQL's scripts and styles, vendored so the page works without internet access.
+async fn graphiql_asset(State(state): State<AppState>, Path(file): Path<String>) -> Response {
+    let (body, content_type): (&'static [u8], &str) = match file.as_str() {
+        "graphiql.min.js" => (
+            include_bytes!("../assets/graphiql/graphiql.min.js"),
+            "text/javascript",
+        ),
+        "graphiql.min.css" => (
+            include_bytes!("../assets/graphiql/graphiql.min.css"),
+            "text/css",
+        ),
+        "react.production.min.js" => (
+            include_bytes!("../assets/graphiql/react.production.min.js"),
+            "text/javascript",
+        ),
+        "react-dom.production.min.js" => (
+            include_bytes!("../assets/graphiql/react-dom.production.min.js"),
+            "text/javascript",
+        ),
+        _ => return not_found().await.into_response(),
+    };
+    if !state.graphiql {
+        return not_found().await.into_response();
+    }
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "public, max-age=86400"),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 /// Whether the operation the request would run is a mutation. A document that does not parse

@@ -117,10 +117,10 @@ fn upstream_extensions(err: &UpstreamError, ext: &mut ErrorExtensionValues) {
             .collect::<Vec<_>>();
         ext.set("details", Value::List(details));
     }
-    if err.kind == UpstreamErrorKind::AttachmentDownloadFailed {
-        if let Some(url) = failed_url(fault) {
-            ext.set("failedUrl", url);
-        }
+    if err.kind == UpstreamErrorKind::AttachmentDownloadFailed
+        && let Some(url) = failed_url(fault)
+    {
+        ext.set("failedUrl", url);
     }
 }
 

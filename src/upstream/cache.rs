@@ -249,19 +249,20 @@ impl ResponseCache {
         }
         match result {
             Ok(entry) => {
-                if ran && !matches!(entry.value, Value::NotFound(_)) {
-                    if let Some(stale) = &self.stale {
-                        stale.insert(key, entry.clone()).await;
-                    }
+                if ran
+                    && !matches!(entry.value, Value::NotFound(_))
+                    && let Some(stale) = &self.stale
+                {
+                    stale.insert(key, entry.clone()).await;
                 }
                 answer(&entry)
             }
             Err(err) => {
                 let err = UpstreamError::clone(&err);
-                if err.is_outage() {
-                    if let Some(fetched) = self.stale_answer(&key).await {
-                        return Ok(fetched);
-                    }
+                if err.is_outage()
+                    && let Some(fetched) = self.stale_answer(&key).await
+                {
+                    return Ok(fetched);
                 }
                 Err(err)
             }

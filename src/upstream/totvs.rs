@@ -336,8 +336,11 @@ fn clamp_i32(n: u32) -> i32 {
     i32::try_from(n).unwrap_or(i32::MAX)
 }
 
+/// A page's items, `hasNext` and `remainingRecords`.
+type RawPage = (Vec<Map<String, Value>>, bool, i32);
+
 /// `{items, hasNext, remainingRecords}`, with `hasNext` derived when absent.
-fn decode_page(body: &[u8]) -> Result<(Vec<Map<String, Value>>, bool, i32), String> {
+fn decode_page(body: &[u8]) -> Result<RawPage, String> {
     let Value::Object(object) = serde_json::from_slice::<Value>(body).map_err(|e| e.to_string())?
     else {
         return Err("expected an object".into());

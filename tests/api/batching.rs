@@ -1,0 +1,379 @@
+//! Batching and caching: each distinct upstream resource is read once per request, and the
+//! shared cache serves repeated, concurrent and failing reads as the design says.
+
+use std::time::Duration;
+
+use serde_json::json;
+use wiremock::{
+    Mock, ResponseTemplate,
+    matchers::{header, method, path, path_regex, query_param},
+};
+
+use crate::helpers::{API, TestApp, Upstreams, fixture};
+
+const MOSIA_PATH: &str = "/clientes/ocorrencias/ultimosProtocolos";
+const PROTOCOLS: &str =
+    "/rest/totvsHealthPlans/attendance/v1/authorizations/00011008000027010/protocols";
+
+fn three_protocols() -> serde_json::Value {
+    let item = |n: &str| {
+        json!({"protocol": n, "name": "HERNANDES", "subscriberId": "00011008000027010",
+                                 "professionalName": "ANDRE", "status": "9"})
+    };
+    json!({"items": [item("p1"), item("p2"), item("p3")], "hasNext": false, "remainingRecords": 0})
+}
+
+async fn mount_fan_out(up: &Upstreams, delay: Duration) {
+    Mock::given(method("GET"))
+        .and(path(MOSIA_PATH))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(fixture("mosia/ultimos-protocolos.200.json"))
+                .set_delay(delay),
+        )
+        .expect(1)
+        .named("mosia")
+        .mount(&up.mosia)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(PROTOCOLS))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(three_protocols())
+                .set_delay(delay),
+        )
+        .expect(1)
+        .named("protocol list")
+        .mount(&up.totvs)
+        .await;
+    for p in ["p1", "p2", "p3"] {
+        Mock::given(method("GET"))
+            .and(path(format!("{API}/protocols/{p}/interactions")))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .set_body_json(fixture("totvs/interactions.200.json"))
+                    .set_delay(delay),
+            )
+            .expect(1)
+            .named(format!("interactions of {p}"))
+            .mount(&up.totvs)
+            .await;
+    }
+}
+
+const FAN_OUT: &str = r#"{ beneficiary(uniqueKey: "13331584754", subscriberId: "00011008000027010") {
+    name latestProtocols { number }
+    authorizationProtocols { items { protocol interactions { items { reason } } } } } }"#;
+
+#[tokio::test]
+async fn aliases_and_repeats_of_one_resource_reach_each_upstream_once() {
+    let up = Upstreams::start().await;
+    mount_fan_out(&up, Duration::ZERO).await;
+    Mock::given(method("GET"))
+        .and(path(PROTOCOLS))
+        .and(query_param("protocol", "p2"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(three_protocols()))
+        .with_priority(1)
+        .expect(1)
+        .named("list filtered by protocol")
+        .mount(&up.totvs)
+        .await;
+    let app = up.app_with(|s| s.cache.enabled = false).await;
+
+    let response = app
+        .query(
+            r#"{
+              a: beneficiary(uniqueKey: "13331584754", subscriberId: "00011008000027010") {
+                name
+                one: latestProtocols(limit: 1) { number }
+                three: latestProtocols(limit: 3) { number }
+                latestProtocols { number }
+                authorizationProtocols { items { protocol interactions { items { reason } } } }
+                again: authorizationProtocols { items { protocol interactions { hasNext } } }
+              }
+              b: beneficiary(uniqueKey: "13331584754", subscriberId: "00011008000027010") {
+                name latestProtocols(limit: 2) { number }
+                authorizationProtocols(page: 1, pageSize: 20) { items { interactions { items { date } } } }
+              }
+              c: authorizationProtocol(subscriberId: "00011008000027010", protocol: "p2") { interactions { hasNext } }
+            }"#,
+        )
+        .await;
+
+    assert!(response.get("errors").is_none(), "{response}");
+    let a = &response["data"]["a"];
+    assert_eq!(
+        a["one"].as_array().unwrap().len(),
+        1,
+        "a smaller limit is a prefix of the larger"
+    );
+    assert_eq!(a["three"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        response["data"]["b"]["latestProtocols"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    // `c` filters by protocol: a different TOTVS list resource, read on its own.
+    assert_eq!(
+        app.counts().totvs_calls,
+        1 + 1 + 1 + 3,
+        "token, list, filtered list, 3 interactions"
+    );
+}
+
+#[tokio::test]
+async fn a_second_request_is_served_from_the_shared_cache() {
+    let up = Upstreams::start().await;
+    mount_fan_out(&up, Duration::ZERO).await;
+    let app = up.app().await;
+
+    let first = app.query(FAN_OUT).await;
+    let second = app.query(FAN_OUT).await;
+
+    assert_eq!(first, second);
+    assert!(first.get("errors").is_none(), "{first}");
+    let counts = app.counts();
+    assert_eq!(counts.cache_misses, 5);
+    assert_eq!(counts.cache_hits, 5);
+}
+
+#[tokio::test]
+async fn without_the_cache_every_request_goes_upstream() {
+    let up = Upstreams::start().await;
+    Mock::given(method("GET"))
+        .and(path(MOSIA_PATH))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(fixture("mosia/ultimos-protocolos.200.json")),
+        )
+        .expect(2)
+        .mount(&up.mosia)
+        .await;
+    let app = up.app_with(|s| s.cache.enabled = false).await;
+
+    for _ in 0..2 {
+        app.query(r#"{ beneficiary(uniqueKey: "13331584754") { latestProtocols { number } } }"#)
+            .await;
+    }
+}
+
+#[tokio::test]
+async fn concurrent_identical_cold_queries_share_one_call_per_resource() {
+    let up = Upstreams::start().await;
+    mount_fan_out(&up, Duration::from_millis(200)).await;
+    let app = up.app().await;
+
+    let responses = futures::future::join_all((0..50).map(|_| app.query(FAN_OUT))).await;
+
+    for response in &responses {
+        assert_eq!(response, &responses[0]);
+    }
+    assert!(responses[0].get("errors").is_none(), "{}", responses[0]);
+    let counts = app.counts();
+    assert_eq!(counts.mosia_calls, 1);
+    assert_eq!(counts.totvs_calls, 1 + 1 + 3, "token, list, interactions");
+    assert!(counts.cache_coalesced > 0);
+}
+
+#[tokio::test]
+async fn upstream_errors_are_not_cached() {
+    let up = Upstreams::start().await;
+    Mock::given(method("GET"))
+        .and(path(MOSIA_PATH))
+        .respond_with(ResponseTemplate::new(500))
+        .up_to_n_times(1)
+        .expect(1)
+        .mount(&up.mosia)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(MOSIA_PATH))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(fixture("mosia/ultimos-protocolos.200.json")),
+        )
+        .expect(1)
+        .mount(&up.mosia)
+        .await;
+    let app = up.app_with(|s| s.upstream.get_retries = 0).await;
+    let query = r#"{ beneficiary(uniqueKey: "13331584754") { latestProtocols { number } } }"#;
+
+    let failed = app.query(query).await;
+    let recovered = app.query(query).await;
+
+    assert_eq!(
+        failed["errors"][0]["extensions"]["code"],
+        "UPSTREAM_UNAVAILABLE"
+    );
+    assert_eq!(
+        recovered["data"]["beneficiary"]["latestProtocols"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+}
+
+#[tokio::test]
+async fn a_404_is_remembered_only_briefly() {
+    let up = Upstreams::start().await;
+    Mock::given(method("GET"))
+        .and(path(PROTOCOLS))
+        .respond_with(ResponseTemplate::new(404).set_body_json(fixture("totvs/protocols.404.json")))
+        .expect(2)
+        .mount(&up.totvs)
+        .await;
+    let app = up.app_with(|s| s.cache.not_found_ttl_secs = 1).await;
+    let query = r#"{ beneficiary(subscriberId: "00011008000027010") { authorizationProtocols { hasNext } } }"#;
+
+    for _ in 0..3 {
+        assert_eq!(
+            app.query(query).await["errors"][0]["extensions"]["code"],
+            "NOT_FOUND"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        app.query(query).await["errors"][0]["extensions"]["code"],
+        "NOT_FOUND"
+    );
+}
+
+#[tokio::test]
+async fn a_stale_answer_stands_in_for_a_failing_upstream_with_a_warning() {
+    let up = Upstreams::start().await;
+    Mock::given(method("GET"))
+        .and(path(MOSIA_PATH))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(fixture("mosia/ultimos-protocolos.200.json")),
+        )
+        .up_to_n_times(1)
+        .mount(&up.mosia)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(MOSIA_PATH))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&up.mosia)
+        .await;
+    let app = up.app_with(|s| s.cache.mosia_ttl_secs = 1).await;
+    let query = r#"{ beneficiary(uniqueKey: "13331584754") { latestProtocols { number } } }"#;
+
+    let fresh = app.query(query).await;
+    assert!(fresh.get("extensions").is_none(), "{fresh}");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let stale = app.query(query).await;
+
+    assert_eq!(stale["data"], fresh["data"]);
+    assert!(stale.get("errors").is_none(), "{stale}");
+    let warning = &stale["extensions"]["warnings"][0];
+    assert_eq!(warning["code"], "STALE_DATA");
+    assert_eq!(warning["service"], "mosia");
+    assert_eq!(app.counts().stale_served, 1);
+}
+
+#[tokio::test]
+async fn stale_answers_are_refused_once_older_than_the_bound() {
+    let up = Upstreams::start().await;
+    Mock::given(method("GET"))
+        .and(path(MOSIA_PATH))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(fixture("mosia/ultimos-protocolos.200.json")),
+        )
+        .up_to_n_times(1)
+        .mount(&up.mosia)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(MOSIA_PATH))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&up.mosia)
+        .await;
+    let app = up
+        .app_with(|s| {
+            s.cache.mosia_ttl_secs = 1;
+            s.cache.stale_for_secs = 1;
+        })
+        .await;
+    let query = r#"{ beneficiary(uniqueKey: "13331584754") { latestProtocols { number } } }"#;
+
+    app.query(query).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let response = app.query(query).await;
+
+    assert_eq!(
+        response["errors"][0]["extensions"]["code"],
+        "UPSTREAM_UNAVAILABLE"
+    );
+}
+
+#[tokio::test]
+async fn distinct_beneficiaries_load_concurrently_in_one_batch() {
+    let up = Upstreams::start().await;
+    Mock::given(method("GET"))
+        .and(path(MOSIA_PATH))
+        .and(header("totalProtocolos", "5"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(fixture("mosia/ultimos-protocolos.200.json")),
+        )
+        .expect(4)
+        .mount(&up.mosia)
+        .await;
+    let app = up.app().await;
+
+    let query = (0..4)
+        .map(|i| {
+            format!(r#"b{i}: beneficiary(uniqueKey: "k{i}") {{ latestProtocols {{ number }} }} "#)
+        })
+        .collect::<String>();
+    let response = app.query(&format!("{{ {query} }}")).await;
+
+    assert!(response.get("errors").is_none(), "{response}");
+}
+
+#[tokio::test]
+async fn metrics_expose_upstream_and_cache_counters() {
+    let up = Upstreams::start().await;
+    Mock::given(method("GET"))
+        .and(path_regex("ultimosProtocolos$"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(fixture("mosia/ultimos-protocolos.200.json")),
+        )
+        .mount(&up.mosia)
+        .await;
+    let app = up.app().await;
+    let query = r#"{ beneficiary(uniqueKey: "13331584754") { latestProtocols { number } } }"#;
+    app.query(query).await;
+    app.query(query).await;
+
+    let text = app.get("/metrics").await.text().await.unwrap();
+
+    assert!(
+        text.contains("protocol_graph_upstream_calls_total{service=\"mosia\"} 1"),
+        "{text}"
+    );
+    assert!(text.contains("protocol_graph_cache_hits_total 1"), "{text}");
+    assert!(
+        text.contains("protocol_graph_cache_misses_total 1"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn the_sandbox_fan_out_costs_one_call_per_resource() {
+    let (app, sandbox) = TestApp::with_sandbox().await;
+    let query = r#"{ beneficiary(uniqueKey: "13331584754", subscriberId: "00011008000031015") {
+        name latestProtocols { number }
+        authorizationProtocols(pageSize: 20) { items { protocol interactions { items { date } } } } } }"#;
+
+    let cold = app.query(query).await;
+    let after_cold = sandbox.calls();
+    let warm = app.query(query).await;
+
+    assert_eq!(cold, warm);
+    assert_eq!(after_cold.mosia, 1);
+    assert_eq!(after_cold.totvs_protocols, 1);
+    assert_eq!(after_cold.totvs_interactions, 20);
+    assert_eq!(
+        sandbox.calls(),
+        after_cold,
+        "a warm query reaches no upstream"
+    );
+}

@@ -1,0 +1,552 @@
+//! Failures: each upstream outcome has its code, one failing upstream nulls only its fields,
+//! bad arguments never reach an upstream, and no secret ever reaches a client.
+
+use std::time::Duration;
+
+use serde_json::json;
+use wiremock::{
+    Mock, ResponseTemplate,
+    matchers::{any, method, path, query_param},
+};
+
+use crate::helpers::{API, TOKEN_PATH, Upstreams, assert_no_secrets, codes, error_at, fixture};
+
+const MOSIA_PATH: &str = "/clientes/ocorrencias/ultimosProtocolos";
+const PROTOCOLS: &str =
+    "/rest/totvsHealthPlans/attendance/v1/authorizations/00011008000027010/protocols";
+const BOTH: &str = r#"{ beneficiary(uniqueKey: "13331584754", subscriberId: "00011008000027010") {
+    uniqueKey latestProtocols { number } authorizationProtocols { items { protocol } } } }"#;
+
+async fn mosia_answers(up: &Upstreams, template: ResponseTemplate) {
+    Mock::given(method("GET"))
+        .and(path(MOSIA_PATH))
+        .respond_with(template)
+        .mount(&up.mosia)
+        .await;
+}
+
+async fn totvs_answers(up: &Upstreams, template: ResponseTemplate) {
+    Mock::given(method("GET"))
+        .and(path(PROTOCOLS))
+        .respond_with(template)
+        .mount(&up.totvs)
+        .await;
+}
+
+#[tokio::test]
+async fn a_failing_totvs_nulls_only_its_field() {
+    let up = Upstreams::start().await;
+    mosia_answers(
+        &up,
+        ResponseTemplate::new(200).set_body_json(fixture("mosia/ultimos-protocolos.200.json")),
+    )
+    .await;
+    totvs_answers(
+        &up,
+        ResponseTemplate::new(503).set_body_string("<html>down</html>"),
+    )
+    .await;
+    let app = up.app().await;
+
+    let response = app.query(BOTH).await;
+
+    let b = &response["data"]["beneficiary"];
+    assert_eq!(b["uniqueKey"], "13331584754");
+    assert_eq!(b["latestProtocols"].as_array().unwrap().len(), 3);
+    assert_eq!(b["authorizationProtocols"], json!(null));
+    insta::assert_json_snapshot!(error_at(&response, &["beneficiary", "authorizationProtocols"]), @r#"
+    {
+      "extensions": {
+        "code": "UPSTREAM_UNAVAILABLE",
+        "service": "totvs",
+        "status": 503
+      },
+      "locations": [
+        {
+          "column": 42,
+          "line": 2
+        }
+      ],
+      "message": "TOTVS is unavailable",
+      "path": [
+        "beneficiary",
+        "authorizationProtocols"
+      ]
+    }
+    "#);
+}
+
+#[tokio::test]
+async fn latest_protocols_returns_not_found_when_mosia_404s() {
+    let up = Upstreams::start().await;
+    mosia_answers(
+        &up,
+        ResponseTemplate::new(404).set_body_json(json!({"status": false, "message": "x"})),
+    )
+    .await;
+    totvs_answers(
+        &up,
+        ResponseTemplate::new(200).set_body_json(fixture("totvs/protocols.200.json")),
+    )
+    .await;
+    let app = up.app().await;
+
+    let response = app.query(BOTH).await;
+
+    assert_eq!(
+        response["data"]["beneficiary"]["latestProtocols"],
+        json!(null)
+    );
+    assert_eq!(
+        response["data"]["beneficiary"]["authorizationProtocols"]["items"][0]["protocol"],
+        "41750520230601000030"
+    );
+    let err = error_at(&response, &["beneficiary", "latestProtocols"]);
+    assert_eq!(
+        err["extensions"],
+        json!({"code": "NOT_FOUND", "service": "mosia", "status": 404})
+    );
+}
+
+#[tokio::test]
+async fn a_mosia_envelope_with_status_false_is_an_upstream_error() {
+    let up = Upstreams::start().await;
+    mosia_answers(
+        &up,
+        ResponseTemplate::new(200).set_body_json(json!({
+            "status": false, "data": null, "message": "Falha", "critical": [], "statusCode": 200
+        })),
+    )
+    .await;
+    let app = up.app().await;
+
+    let response = app
+        .query(r#"{ beneficiary(uniqueKey: "1") { latestProtocols { number } } }"#)
+        .await;
+
+    assert_eq!(codes(&response), ["UPSTREAM_ERROR"]);
+    assert_eq!(
+        response["data"]["beneficiary"]["latestProtocols"],
+        json!(null)
+    );
+}
+
+#[tokio::test]
+async fn a_malformed_totvs_body_is_an_upstream_error_not_a_panic() {
+    let up = Upstreams::start().await;
+    totvs_answers(
+        &up,
+        ResponseTemplate::new(200).set_body_string(r#"{"items": "oops""#),
+    )
+    .await;
+    let app = up.app().await;
+
+    let response = app
+        .query(r#"{ beneficiary(subscriberId: "00011008000027010") { authorizationProtocols { items { protocol } } } }"#)
+        .await;
+
+    assert_eq!(
+        error_at(&response, &["beneficiary", "authorizationProtocols"])["extensions"],
+        json!({"code": "UPSTREAM_ERROR", "service": "totvs", "status": 200})
+    );
+}
+
+#[tokio::test]
+async fn totvs_404_keeps_the_totvs_code_and_406_keeps_its_details() {
+    let up = Upstreams::start().await;
+    totvs_answers(
+        &up,
+        ResponseTemplate::new(404).set_body_json(fixture("totvs/protocols.404.json")),
+    )
+    .await;
+    Mock::given(method("GET"))
+        .and(path(format!("{API}/2/protocols")))
+        .respond_with(ResponseTemplate::new(406).set_body_json(fixture("totvs/protocols.406.json")))
+        .mount(&up.totvs)
+        .await;
+    let app = up.app().await;
+
+    let response = app
+        .query(r#"{ a: beneficiary(subscriberId: "00011008000027010") { authorizationProtocols { hasNext } }
+                   b: beneficiary(subscriberId: "2") { authorizationProtocols { hasNext } } }"#)
+        .await;
+
+    insta::assert_json_snapshot!(error_at(&response, &["a", "authorizationProtocols"]), @r#"
+    {
+      "extensions": {
+        "code": "NOT_FOUND",
+        "service": "totvs",
+        "status": 404,
+        "upstreamCode": "E001"
+      },
+      "locations": [
+        {
+          "column": 55,
+          "line": 1
+        }
+      ],
+      "message": "TOTVS found nothing for this request: Usuário não encontrado",
+      "path": [
+        "a",
+        "authorizationProtocols"
+      ]
+    }
+    "#);
+    insta::assert_json_snapshot!(error_at(&response, &["b", "authorizationProtocols"]), @r#"
+    {
+      "extensions": {
+        "code": "BAD_USER_INPUT",
+        "details": [
+          {
+            "code": "E001-406",
+            "detailedMessage": "Não foi informado no pathParams da requisição a chave subscriberId.",
+            "message": "Chave subscriberId obrigatória"
+          }
+        ],
+        "service": "totvs",
+        "status": 406,
+        "upstreamCode": "E001"
+      },
+      "locations": [
+        {
+          "column": 56,
+          "line": 2
+        }
+      ],
+      "message": "TOTVS rejected the request as invalid: Existem chaves obrigatórias que não foram informadas.",
+      "path": [
+        "b",
+        "authorizationProtocols"
+      ]
+    }
+    "#);
+}
+
+#[tokio::test]
+async fn a_slow_upstream_times_out_with_its_own_code() {
+    let up = Upstreams::start().await;
+    mosia_answers(
+        &up,
+        ResponseTemplate::new(200)
+            .set_body_json(fixture("mosia/ultimos-protocolos.200.json"))
+            .set_delay(Duration::from_secs(10)),
+    )
+    .await;
+    totvs_answers(
+        &up,
+        ResponseTemplate::new(200).set_body_json(fixture("totvs/protocols.200.json")),
+    )
+    .await;
+    let app = up.app_with(|s| s.upstream.timeout_ms = 300).await;
+
+    let response = app.query(BOTH).await;
+
+    assert_eq!(
+        error_at(&response, &["beneficiary", "latestProtocols"])["extensions"],
+        json!({"code": "UPSTREAM_TIMEOUT", "service": "mosia"})
+    );
+    assert_eq!(
+        response["data"]["beneficiary"]["authorizationProtocols"]["items"][0]["protocol"],
+        "41750520230601000030"
+    );
+}
+
+#[tokio::test]
+async fn a_dead_upstream_is_unavailable() {
+    let up = Upstreams::start().await;
+    // Nothing listens on port 9 of loopback (discard), so the connection is refused.
+    let app = up
+        .app_with(|s| s.mosia.base_url = "http://127.0.0.1:9".parse().unwrap())
+        .await;
+
+    let response = app
+        .query(r#"{ beneficiary(uniqueKey: "1") { latestProtocols { number } } }"#)
+        .await;
+
+    assert_eq!(
+        response["errors"][0]["extensions"],
+        json!({"code": "UPSTREAM_UNAVAILABLE", "service": "mosia"})
+    );
+    assert_eq!(
+        app.counts().mosia_calls,
+        2,
+        "a refused GET is tried once more"
+    );
+}
+
+#[tokio::test]
+async fn a_get_answered_503_is_retried_once_then_reported() {
+    let up = Upstreams::start().await;
+    Mock::given(method("GET"))
+        .and(path(PROTOCOLS))
+        .respond_with(ResponseTemplate::new(503))
+        .expect(2)
+        .mount(&up.totvs)
+        .await;
+    let app = up.app().await;
+
+    let response = app
+        .query(r#"{ beneficiary(subscriberId: "00011008000027010") { authorizationProtocols { hasNext } } }"#)
+        .await;
+
+    assert_eq!(codes(&response), ["UPSTREAM_UNAVAILABLE"]);
+}
+
+#[tokio::test]
+async fn one_token_request_serves_many_concurrent_resolvers() {
+    let up = Upstreams::start().await;
+    Mock::given(method("GET"))
+        .and(wiremock::matchers::path_regex(r"/protocols$"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(fixture("totvs/protocols.200.json"))
+                .set_delay(Duration::from_millis(20)),
+        )
+        .expect(6)
+        .mount(&up.totvs)
+        .await;
+    let app = up.app().await;
+
+    let query = (0..6)
+        .map(|i| format!(r#"b{i}: beneficiary(subscriberId: "0001100800002701{i}") {{ authorizationProtocols {{ hasNext }} }}"#))
+        .collect::<String>();
+    let response = app.query(&format!("{{ {query} }}")).await;
+
+    assert!(response.get("errors").is_none(), "{response}");
+    let token_calls = up
+        .totvs
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.url.path() == TOKEN_PATH)
+        .count();
+    assert_eq!(token_calls, 1);
+}
+
+#[tokio::test]
+async fn a_refused_token_is_renewed_once_and_the_call_retried() {
+    let up = Upstreams::start().await;
+    // The first protocols call is refused; the retry with a fresh token succeeds.
+    Mock::given(method("GET"))
+        .and(path(PROTOCOLS))
+        .respond_with(
+            ResponseTemplate::new(401).set_body_json(json!({"code": "401", "message": "expired"})),
+        )
+        .up_to_n_times(1)
+        .expect(1)
+        .mount(&up.totvs)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(PROTOCOLS))
+        .respond_with(ResponseTemplate::new(200).set_body_json(fixture("totvs/protocols.200.json")))
+        .expect(1)
+        .mount(&up.totvs)
+        .await;
+    let app = up.app().await;
+
+    let response = app
+        .query(r#"{ beneficiary(subscriberId: "00011008000027010") { authorizationProtocols { items { protocol } } } }"#)
+        .await;
+
+    assert!(response.get("errors").is_none(), "{response}");
+    let logins = up
+        .totvs
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| {
+            r.url.path() == TOKEN_PATH
+                && r.url.query().unwrap_or("").contains("grant_type=password")
+        })
+        .count();
+    assert_eq!(logins, 2, "logged in, then logged in again after the 401");
+}
+
+#[tokio::test]
+async fn credentials_refused_after_one_renewal_are_upstream_auth_failed_without_secrets() {
+    let up = Upstreams::start().await;
+    Mock::given(method("GET"))
+        .and(path(PROTOCOLS))
+        .respond_with(
+            ResponseTemplate::new(401)
+                .set_body_json(json!({"code": "401", "message": "Token inválido"})),
+        )
+        .expect(2)
+        .mount(&up.totvs)
+        .await;
+    let app = up.app().await;
+
+    let response = app
+        .query(r#"{ beneficiary(subscriberId: "00011008000027010") { authorizationProtocols { hasNext } } }"#)
+        .await;
+
+    assert_eq!(codes(&response), ["UPSTREAM_AUTH_FAILED"]);
+    assert_no_secrets(&response.to_string());
+}
+
+#[tokio::test]
+async fn a_refused_login_is_upstream_auth_failed_and_names_no_secret() {
+    let up = Upstreams::start().await;
+    up.totvs.reset().await;
+    Mock::given(method("POST"))
+        .and(path(TOKEN_PATH))
+        .respond_with(
+            ResponseTemplate::new(401)
+                .set_body_json(json!({"code": "401", "message": "Usuário ou senha inválidos"})),
+        )
+        .mount(&up.totvs)
+        .await;
+    let app = up.app().await;
+
+    let response = app
+        .query(r#"{ beneficiary(subscriberId: "00011008000027010") { authorizationProtocols { hasNext } } }"#)
+        .await;
+
+    assert_eq!(
+        response["errors"][0]["extensions"],
+        json!({"code": "UPSTREAM_AUTH_FAILED", "service": "totvs", "status": 401})
+    );
+    assert_no_secrets(&response.to_string());
+    let login = &up.totvs.received_requests().await.unwrap()[0];
+    assert!(login.url.query().unwrap().contains("grant_type=password"));
+    assert!(login.url.query().unwrap().contains("username=gateway"));
+}
+
+#[tokio::test]
+async fn an_expiring_token_is_refreshed_with_the_refresh_token() {
+    let up = Upstreams::start().await;
+    up.totvs.reset().await;
+    Mock::given(method("POST"))
+        .and(path(TOKEN_PATH))
+        .and(query_param("grant_type", "password"))
+        .respond_with(ResponseTemplate::new(201).set_body_json(json!({
+            "access_token": "first", "refresh_token": "r1", "token_type": "Bearer", "expires_in": 1
+        })))
+        .expect(1)
+        .mount(&up.totvs)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(TOKEN_PATH))
+        .and(query_param("grant_type", "refresh_token"))
+        .and(query_param("refresh_token", "r1"))
+        .respond_with(ResponseTemplate::new(201).set_body_json(json!({
+            "access_token": "second", "refresh_token": "r2", "token_type": "Bearer", "expires_in": 3600
+        })))
+        .expect(1)
+        .mount(&up.totvs)
+        .await;
+    Mock::given(method("GET"))
+        .and(wiremock::matchers::path_regex(r"/protocols$"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(fixture("totvs/protocols.200.json")))
+        .mount(&up.totvs)
+        .await;
+    let app = up.app_with(|s| s.cache.enabled = false).await;
+
+    let query = r#"{ beneficiary(subscriberId: "00011008000027010") { authorizationProtocols { hasNext } } }"#;
+    assert!(app.query(query).await.get("errors").is_none());
+    // A one-second token is renewed half-way through its life.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(app.query(query).await.get("errors").is_none());
+    let bearers: Vec<String> = up
+        .totvs
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.method.as_str() == "GET")
+        .map(|r| r.headers["authorization"].to_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(bearers, ["Bearer first", "Bearer second"]);
+}
+
+#[tokio::test]
+async fn bad_arguments_are_refused_by_name_before_any_upstream_call() {
+    let up = Upstreams::start().await;
+    Mock::given(any())
+        .respond_with(ResponseTemplate::new(500))
+        .expect(0)
+        .mount(&up.mosia)
+        .await;
+    let app = up.app().await;
+
+    let cases = [
+        (r#"{ beneficiary { name } }"#, "uniqueKey"),
+        (r#"{ beneficiary(uniqueKey: "   ") { name } }"#, "uniqueKey"),
+        (
+            r#"{ beneficiary(uniqueKey: "1\r\nX-Injected: yes") { latestProtocols { number } } }"#,
+            "uniqueKey",
+        ),
+        (
+            r#"{ beneficiary(uniqueKey: "1") { latestProtocols(limit: 0) { number } } }"#,
+            "limit",
+        ),
+        (
+            r#"{ beneficiary(uniqueKey: "1") { latestProtocols(limit: 11) { number } } }"#,
+            "limit",
+        ),
+        (
+            r#"{ beneficiary(subscriberId: "1") { authorizationProtocols(page: 0) { hasNext } } }"#,
+            "page",
+        ),
+        (
+            r#"{ beneficiary(subscriberId: "1") { authorizationProtocols(pageSize: 101) { hasNext } } }"#,
+            "pageSize",
+        ),
+        (
+            r#"{ beneficiary(subscriberId: "1") { authorizationProtocols(status: [UNKNOWN]) { hasNext } } }"#,
+            "status",
+        ),
+        (
+            r#"{ beneficiary(subscriberId: "1") { latestProtocols { number } } }"#,
+            "uniqueKey",
+        ),
+        (
+            r#"{ beneficiary(uniqueKey: "1") { authorizationProtocols { hasNext } } }"#,
+            "subscriberId",
+        ),
+        (
+            r#"{ authorizationProtocol(subscriberId: "", protocol: "1") { protocol } }"#,
+            "subscriberId",
+        ),
+    ];
+    for (query, argument) in cases {
+        let response = app.query(query).await;
+        let error = &response["errors"][0];
+        assert_eq!(
+            error["extensions"]["code"], "BAD_USER_INPUT",
+            "{query}: {response}"
+        );
+        assert_eq!(
+            error["extensions"]["argument"], argument,
+            "{query}: {response}"
+        );
+    }
+    let upstream_requests = up.totvs.received_requests().await.unwrap().len();
+    assert_eq!(upstream_requests, 0, "no TOTVS call, not even a login");
+}
+
+#[tokio::test]
+async fn identifiers_cannot_change_the_upstream_path() {
+    let up = Upstreams::start().await;
+    Mock::given(method("GET"))
+        .and(path(format!("{API}/..%2Fprotocols%2Fx/protocols")))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"items": [], "hasNext": false, "remainingRecords": 0})),
+        )
+        .expect(1)
+        .mount(&up.totvs)
+        .await;
+    let app = up.app().await;
+
+    let response = app
+        .query(r#"{ beneficiary(subscriberId: "../protocols/x") { authorizationProtocols { hasNext } } }"#)
+        .await;
+
+    assert_eq!(
+        response["data"]["beneficiary"]["authorizationProtocols"]["hasNext"], false,
+        "{response}"
+    );
+}

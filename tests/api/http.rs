@@ -1,0 +1,275 @@
+//! The HTTP surface: GET and POST, GraphiQL, health, federation, the checked-in SDL, and
+//! start-up configuration errors.
+
+use std::process::Command;
+
+use serde_json::json;
+use wiremock::{
+    Mock, ResponseTemplate,
+    matchers::{method, path},
+};
+
+use crate::helpers::{Upstreams, fixture};
+
+#[tokio::test]
+async fn get_runs_queries_from_the_query_string() {
+    let up = Upstreams::start().await;
+    Mock::given(method("GET"))
+        .and(path("/clientes/ocorrencias/ultimosProtocolos"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(fixture("mosia/ultimos-protocolos.200.json")),
+        )
+        .expect(1)
+        .mount(&up.mosia)
+        .await;
+    let app = up.app().await;
+
+    let response = app
+        .get("/graphql?query=query%20Q(%24k%3A%20ID)%7Bbeneficiary(uniqueKey%3A%24k)%7BlatestProtocols(limit%3A1)%7Bnumber%7D%7D%7D&variables=%7B%22k%22%3A%2213331584754%22%7D")
+        .await;
+
+    assert_eq!(response.status(), 200);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(
+        body["data"]["beneficiary"]["latestProtocols"],
+        json!([{ "number": "1111120240710000017" }])
+    );
+}
+
+#[tokio::test]
+async fn a_mutation_over_get_is_refused_and_reaches_no_upstream() {
+    let up = Upstreams::start().await;
+    let app = up.app().await;
+
+    let response = app
+        .get("/graphql?query=mutation%7BaddAuthorizationAttachments(input%3A%7Bprotocol%3A%221%22%2Cattachments%3A%5B%7Bhref%3A%22https%3A%2F%2Fa.b%2Fc%22%7D%5D%7D)%7Bprotocol%7D%7D")
+        .await;
+
+    assert_eq!(response.status(), 405);
+    assert_eq!(response.headers()["allow"], "POST");
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"],
+        "METHOD_NOT_ALLOWED"
+    );
+    assert!(up.totvs.received_requests().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn browsers_get_graphiql_and_probes_get_health() {
+    let up = Upstreams::start().await;
+    let app = up.app().await;
+
+    let page = app
+        .client
+        .get(format!("{}/graphql", app.address))
+        .header("Accept", "text/html,application/xhtml+xml")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(html.contains("/graphiql/graphiql.min.js"), "GraphiQL page");
+    let script = app.get("/graphiql/graphiql.min.js").await;
+    assert_eq!(script.status(), 200);
+    assert!(
+        script.bytes().await.unwrap().len() > 100_000,
+        "GraphiQL is served from the binary"
+    );
+    assert!(html.contains("/graphql"));
+
+    let health = app.get("/healthz").await;
+    assert_eq!(health.status(), 200);
+    assert_eq!(health.text().await.unwrap(), "ok");
+}
+
+#[tokio::test]
+async fn a_body_that_is_not_graphql_gets_a_graphql_error() {
+    let up = Upstreams::start().await;
+    let app = up.app().await;
+
+    let response = app
+        .client
+        .post(format!("{}/graphql", app.address))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(response.status(), 400);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["errors"][0]["extensions"]["code"], "BAD_REQUEST");
+}
+
+#[tokio::test]
+async fn syntax_and_unknown_fields_get_codes_of_their_own() {
+    let up = Upstreams::start().await;
+    let app = up.app().await;
+
+    let syntax = app.query("{ beneficiary(").await;
+    assert_eq!(
+        syntax["errors"][0]["extensions"]["code"],
+        "GRAPHQL_VALIDATION_FAILED"
+    );
+    let unknown = app.query("{ nope }").await;
+    assert_eq!(
+        unknown["errors"][0]["extensions"]["code"],
+        "GRAPHQL_VALIDATION_FAILED"
+    );
+    let wrong_type = app
+        .query(r#"{ beneficiary(uniqueKey: "1") { latestProtocols(limit: "x") { number } } }"#)
+        .await;
+    assert_eq!(
+        wrong_type["errors"][0]["extensions"]["code"],
+        "BAD_USER_INPUT"
+    );
+}
+
+#[tokio::test]
+async fn the_subgraph_publishes_its_sdl_with_federation_keys() {
+    let up = Upstreams::start().await;
+    let app = up.app().await;
+
+    let response = app.query("{ _service { sdl } }").await;
+    let sdl = response["data"]["_service"]["sdl"].as_str().unwrap();
+
+    assert!(
+        sdl.contains(r#"type Beneficiary @key(fields: "uniqueKey") @key(fields: "subscriberId")"#),
+        "{sdl}"
+    );
+    assert!(
+        sdl.contains(r#"type AuthorizationProtocol @key(fields: "subscriberId protocol")"#),
+        "{sdl}"
+    );
+    assert!(sdl.contains("specs.apollo.dev/federation"));
+}
+
+#[tokio::test]
+async fn entities_resolve_by_each_key() {
+    let up = Upstreams::start().await;
+    Mock::given(method("GET"))
+        .and(path("/clientes/ocorrencias/ultimosProtocolos"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(fixture("mosia/ultimos-protocolos.200.json")),
+        )
+        .mount(&up.mosia)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(
+            "/rest/totvsHealthPlans/attendance/v1/authorizations/00011008000027010/protocols",
+        ))
+        .respond_with(ResponseTemplate::new(200).set_body_json(fixture("totvs/protocols.200.json")))
+        .mount(&up.totvs)
+        .await;
+    let app = up.app().await;
+
+    let response = app
+        .query_with(
+            r#"query($r: [_Any!]!) { _entities(representations: $r) {
+                __typename
+                ... on Beneficiary { uniqueKey subscriberId name }
+                ... on AuthorizationProtocol { protocol status professional { name } } } }"#,
+            json!({ "r": [
+                { "__typename": "Beneficiary", "uniqueKey": "13331584754" },
+                { "__typename": "Beneficiary", "subscriberId": "00011008000027010" },
+                { "__typename": "AuthorizationProtocol", "subscriberId": "00011008000027010", "protocol": "41750520230601000030" }
+            ]}),
+        )
+        .await;
+
+    insta::assert_json_snapshot!(response, @r#"
+    {
+      "data": {
+        "_entities": [
+          {
+            "__typename": "Beneficiary",
+            "name": "Patrick Oliveira Cabral",
+            "subscriberId": null,
+            "uniqueKey": "13331584754"
+          },
+          {
+            "__typename": "Beneficiary",
+            "name": "HERNANDES ALVES DA SILVA",
+            "subscriberId": "00011008000027010",
+            "uniqueKey": null
+          },
+          {
+            "__typename": "AuthorizationProtocol",
+            "professional": {
+              "name": "ANDRE"
+            },
+            "protocol": "41750520230601000030",
+            "status": "UNDER_ANALYSIS"
+          }
+        ]
+      }
+    }
+    "#);
+}
+
+#[test]
+fn schema_graphql_is_the_generated_sdl() {
+    let checked_in =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/schema.graphql")).unwrap();
+    assert!(
+        checked_in == protocol_graph::sdl(),
+        "schema.graphql is stale: run `cargo run -- schema > schema.graphql`"
+    );
+}
+
+#[test]
+fn serve_without_configuration_names_the_missing_setting() {
+    let output = Command::new(env!("CARGO_BIN_EXE_protocol-graph"))
+        .arg("serve")
+        .env_clear()
+        .env("MOSIA_BASE_URL", "https://mosia.example")
+        .output()
+        .unwrap();
+
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(
+        stderr.trim(),
+        "protocol-graph: configuration error: MOSIA_TOKEN is not set"
+    );
+}
+
+#[test]
+fn serve_with_a_malformed_setting_names_it_without_echoing_secrets() {
+    let output = Command::new(env!("CARGO_BIN_EXE_protocol-graph"))
+        .arg("serve")
+        .env_clear()
+        .env("MOSIA_BASE_URL", "https://mosia.example")
+        .env("MOSIA_TOKEN", "t0ken-value")
+        .env("TOTVS_BASE_URL", "not a url")
+        .env("TOTVS_USERNAME", "u")
+        .env("TOTVS_PASSWORD", "pa55word-value")
+        .output()
+        .unwrap();
+
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("TOTVS_BASE_URL is invalid"), "{stderr}");
+    assert!(!stderr.contains("pa55word") && !stderr.contains("t0ken"));
+}
+
+#[test]
+fn a_config_file_with_a_bad_value_names_the_key() {
+    let dir = std::env::temp_dir().join(format!("pg-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("bad.toml");
+    std::fs::write(&file, "[cache]\nmosia_ttl_secs = \"soon\"\n").unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_protocol-graph"))
+        .arg("serve")
+        .env_clear()
+        .env("CONFIG_FILE", &file)
+        .output()
+        .unwrap();
+
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.contains("mosia_ttl_secs"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}

@@ -1,0 +1,9 @@
+//! Black-box tests of protocol-graph over real HTTP, against wiremock fakes of Mosia and TOTVS
+//! and against the sandbox.
+
+mod batching;
+mod errors;
+mod helpers;
+mod http;
+mod mutations;
+mod reads;
