@@ -142,6 +142,7 @@ impl Expiry<CacheKey, Entry> for Ttl {
 
 pub struct ResponseCache {
     enabled: bool,
+    max_bytes: u64,
     fresh: Cache<CacheKey, Entry>,
     /// The last good answer per key, for outages. `None` when stale serving is off.
     stale: Option<Cache<CacheKey, Entry>>,
@@ -186,6 +187,7 @@ impl ResponseCache {
             .build();
         Self {
             enabled: settings.enabled,
+            max_bytes: settings.max_bytes,
             fresh,
             stale,
             stale_for,
@@ -249,6 +251,12 @@ impl ResponseCache {
         }
         match result {
             Ok(entry) => {
+                if u64::from(entry.weight) > self.max_bytes {
+                    // moka would evict it at its next housekeeping; an answer bigger than the
+                    // whole budget is not worth keeping even that long.
+                    self.fresh.invalidate(&key).await;
+                    return answer(&entry);
+                }
                 if ran
                     && !matches!(entry.value, Value::NotFound(_))
                     && let Some(stale) = &self.stale

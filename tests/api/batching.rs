@@ -377,3 +377,86 @@ async fn the_sandbox_fan_out_costs_one_call_per_resource() {
         "a warm query reaches no upstream"
     );
 }
+
+#[tokio::test]
+async fn distinct_keys_load_concurrently_but_within_the_bound() {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    };
+
+    #[derive(Clone, Default)]
+    struct InFlight {
+        now: Arc<AtomicUsize>,
+        max: Arc<AtomicUsize>,
+    }
+    // An upstream that remembers how many requests it held at once.
+    async fn slow_mosia(
+        axum::extract::State(state): axum::extract::State<InFlight>,
+    ) -> axum::Json<serde_json::Value> {
+        let now = state.now.fetch_add(1, Ordering::SeqCst) + 1;
+        state.max.fetch_max(now, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        state.now.fetch_sub(1, Ordering::SeqCst);
+        axum::Json(fixture("mosia/ultimos-protocolos.200.json"))
+    }
+    let state = InFlight::default();
+    let router = axum::Router::new()
+        .route(
+            "/clientes/ocorrencias/ultimosProtocolos",
+            axum::routing::get(slow_mosia),
+        )
+        .with_state(state.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mosia_url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    let up = Upstreams::start().await;
+    let app = up
+        .app_with(|s| {
+            s.mosia.base_url = mosia_url.parse().unwrap();
+            s.upstream.max_concurrency = 2;
+        })
+        .await;
+
+    let query = (0..6)
+        .map(|i| {
+            format!(r#"b{i}: beneficiary(uniqueKey: "k{i}") {{ latestProtocols {{ number }} }} "#)
+        })
+        .collect::<String>();
+    let response = app.query(&format!("{{ {query} }}")).await;
+
+    assert!(response.get("errors").is_none(), "{response}");
+    assert_eq!(app.counts().mosia_calls, 6);
+    assert_eq!(
+        state.max.load(Ordering::SeqCst),
+        2,
+        "two at a time, never more, never one by one"
+    );
+}
+
+#[tokio::test]
+async fn the_cache_is_bounded_by_body_size() {
+    let up = Upstreams::start().await;
+    Mock::given(method("GET"))
+        .and(path(MOSIA_PATH))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(fixture("mosia/ultimos-protocolos.200.json")),
+        )
+        .expect(2)
+        .mount(&up.mosia)
+        .await;
+    // The documented body is about 1.5 KB: it does not fit in a 1 KB cache.
+    let app = up.app_with(|s| s.cache.max_bytes = 1024).await;
+    let query = r#"{ beneficiary(uniqueKey: "13331584754") { latestProtocols { number } } }"#;
+
+    for _ in 0..2 {
+        let response = app.query(query).await;
+        assert_eq!(
+            response["data"]["beneficiary"]["latestProtocols"]
+                .as_array()
+                .unwrap()
+                .len(),
+            3
+        );
+    }
+}

@@ -1,0 +1,461 @@
+#!/usr/bin/env bash
+# Load benchmark of the gateway (issue 4). See bench/README.md.
+#
+#   bash bench/run.sh                      # LATENCY_MS=20 DURATION=10
+#   LATENCY_MS=50 DURATION=30 bash bench/run.sh
+#
+# Environment: LATENCY_MS (fake upstream latency, default 20), DURATION (seconds per measured
+# run, default 10), WARMUP (seconds of wrk warm-up before cold runs, default 2), CONNECTIONS
+# (default 32), THREADS (wrk threads, default 1: best on 2 cores, see README), SKIP_BUILD=1 (use
+# the existing target/release/protocol-graph), BURST (size of the concurrent burst, default 100).
+#
+# Everything listens on 127.0.0.1 only. Every process started here is stopped on exit.
+set -euo pipefail
+
+LATENCY_MS=${LATENCY_MS:-20}
+DURATION=${DURATION:-10}
+WARMUP=${WARMUP:-2}
+CONNECTIONS=${CONNECTIONS:-32}
+THREADS=${THREADS:-1}
+BURST=${BURST:-100}
+SERIAL=10 # sequential queries of the exact upstream-call checks
+
+BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$BENCH_DIR/.." && pwd)
+BIN=$ROOT/target/release/protocol-graph
+LUA=$BENCH_DIR/graphql.lua
+Q_LATEST=$BENCH_DIR/queries/latest.json
+Q_FANOUT=$BENCH_DIR/queries/fanout.json
+OUT_MD=$BENCH_DIR/last-run.md
+
+for v in LATENCY_MS DURATION WARMUP CONNECTIONS THREADS BURST; do
+    [[ ${!v} =~ ^[0-9]+$ ]] || { echo "bench: $v must be a whole number, got '${!v}'" >&2; exit 2; }
+done
+((DURATION > 0 && CONNECTIONS > 0 && THREADS > 0 && THREADS <= CONNECTIONS && BURST > 0)) ||
+    { echo "bench: DURATION, CONNECTIONS, THREADS, BURST must be > 0 (THREADS <= CONNECTIONS)" >&2; exit 2; }
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/protocol-graph-bench.XXXXXX")
+PIDS=()
+
+log() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+die() {
+    log "FAILED: $*"
+    exit 1
+}
+
+# Stops one process we started: SIGTERM, up to 5 s of grace, then SIGKILL.
+stop_pid() {
+    local pid=$1 i
+    kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 50; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+    local status=$? pid
+    trap - EXIT INT TERM
+    for pid in "${PIDS[@]}"; do
+        stop_pid "$pid"
+    done
+    if ((status != 0)); then
+        log "logs kept in $TMP"
+    else
+        rm -rf "$TMP"
+    fi
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+forget_pid() {
+    local pid=$1 p keep=()
+    for p in "${PIDS[@]}"; do [[ $p == "$pid" ]] || keep+=("$p"); done
+    PIDS=("${keep[@]}")
+}
+
+# ---------------------------------------------------------------------------------------------
+# 1. Tools
+# ---------------------------------------------------------------------------------------------
+missing=()
+command -v wrk >/dev/null || missing+=(wrk)
+command -v curl >/dev/null || missing+=(curl)
+if ((${#missing[@]})); then
+    log "installing ${missing[*]} with apt-get"
+    [[ $(id -u) == 0 ]] || die "need root to apt-get install ${missing[*]} (or install them yourself)"
+    timeout 600 apt-get update -qq || die "apt-get update"
+    DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y -qq "${missing[@]}" >/dev/null ||
+        die "apt-get install ${missing[*]}"
+fi
+command -v cargo >/dev/null || die "cargo not found: install a Rust toolchain >= 1.89 (rustup)"
+
+# ---------------------------------------------------------------------------------------------
+# 2. Build
+# ---------------------------------------------------------------------------------------------
+if [[ ${SKIP_BUILD:-0} != 1 ]]; then
+    log "building (cargo build --release --bin protocol-graph)"
+    (cd "$ROOT" && timeout 3600 cargo build --release --bin protocol-graph) || die "cargo build"
+fi
+[[ -x $BIN ]] || die "$BIN is missing"
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+# ---------------------------------------------------------------------------------------------
+CLK_TCK=$(getconf CLK_TCK)
+
+# A loopback port nothing listens on (checked by connecting; the race is harmless: a gateway
+# that cannot bind exits, and start_gateway notices).
+free_port() {
+    local p _
+    for _ in $(seq 1 200); do
+        p=$((20000 + RANDOM % 40000))
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+            echo "$p"
+            return 0
+        fi
+    done
+    return 1
+}
+
+# CPU ticks (user + system) a process has used so far.
+proc_ticks() {
+    awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat" 2>/dev/null || echo 0
+}
+# Busy and total ticks of the whole machine.
+machine_ticks() {
+    awk '/^cpu / { busy = $2 + $3 + $4 + $7 + $8 + $9; print busy, busy + $5 + $6; exit }' /proc/stat
+}
+# Peak resident set size of a process, MiB.
+peak_rss_mib() {
+    awk '/^VmHWM:/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status"
+}
+now_ms() { date +%s%3N; }
+
+# Sum of the upstream call counters (mosia + totvs + totvs_token) on /metrics, or one of them.
+metric() {
+    local url=$1 label=${2:-}
+    curl -fsS --max-time 5 "$url/metrics" |
+        awk -v label="$label" '
+            /^protocol_graph_upstream_calls_total\{/ {
+                if (label == "" || index($1, "service=\"" label "\"")) s += $2
+            }
+            END { printf "%d", s }'
+}
+# mosia + totvs, without token calls.
+resource_calls() {
+    local url=$1
+    echo $(($(metric "$url" mosia) + $(metric "$url" totvs)))
+}
+counter() {
+    curl -fsS --max-time 5 "$1/metrics" | awk -v name="$2" '$1 == name { printf "%d", $2; f = 1 } END { if (!f) printf "0" }'
+}
+
+# One GraphQL POST; checks the answer and prints nothing. $3: expected authorization items.
+graphql_check() {
+    local url=$1 body=$2 items=$3 answer n
+    answer=$(curl -sS --max-time 30 -H 'Content-Type: application/json' --data-binary "@$body" "$url/graphql") ||
+        die "POST $url/graphql failed"
+    [[ $answer == *'"data":{"beneficiary":{'* && $answer != *'"errors"'* ]] ||
+        die "unexpected answer from $url/graphql: ${answer:0:400}"
+    if ((items > 0)); then
+        n=$(grep -o '"interactions":{"items":\[{' <<<"$answer" | wc -l)
+        ((n == items)) || die "expected $items protocols with interactions, got $n: ${answer:0:400}"
+    fi
+}
+
+start_upstreams() {
+    RUST_LOG=warn "$BIN" upstreams --latency-ms "$LATENCY_MS" >"$TMP/upstreams.out" 2>"$TMP/upstreams.err" &
+    UP_PID=$!
+    PIDS+=("$UP_PID")
+    local deadline=$(($(now_ms) + 10000))
+    until grep -q '^TOTVS_BASE_URL=' "$TMP/upstreams.out" 2>/dev/null; do
+        kill -0 "$UP_PID" 2>/dev/null || die "upstreams exited: $(cat "$TMP/upstreams.err")"
+        (($(now_ms) < deadline)) || die "upstreams did not print their URLs within 10 s"
+        sleep 0.05
+    done
+    MOSIA_BASE_URL=$(sed -n 's/^MOSIA_BASE_URL=//p' "$TMP/upstreams.out")
+    TOTVS_BASE_URL=$(sed -n 's/^TOTVS_BASE_URL=//p' "$TMP/upstreams.out")
+    log "fake upstreams (pid $UP_PID, ${LATENCY_MS} ms): $MOSIA_BASE_URL $TOTVS_BASE_URL"
+}
+
+# start_gateway NAME TOML: starts `protocol-graph serve` the production way; sets GW_PID, GW_URL.
+start_gateway() {
+    local name=$1 toml=$2 port deadline
+    port=$(free_port) || die "no free loopback port"
+    printf '%s\n' "$toml" >"$TMP/$name.toml"
+    LISTEN_ADDR=127.0.0.1:$port \
+        MOSIA_BASE_URL=$MOSIA_BASE_URL MOSIA_TOKEN=sandbox-mosia-token \
+        TOTVS_BASE_URL=$TOTVS_BASE_URL TOTVS_USERNAME=sandbox TOTVS_PASSWORD=sandbox-password \
+        CONFIG_FILE=$TMP/$name.toml RUST_LOG=warn \
+        "$BIN" serve >"$TMP/$name.log" 2>&1 &
+    GW_PID=$!
+    PIDS+=("$GW_PID")
+    GW_URL=http://127.0.0.1:$port
+    deadline=$(($(now_ms) + 15000))
+    until curl -fsS --max-time 1 "$GW_URL/healthz" >/dev/null 2>&1; do
+        kill -0 "$GW_PID" 2>/dev/null || die "gateway $name exited: $(tail -n 5 "$TMP/$name.log")"
+        (($(now_ms) < deadline)) || die "gateway $name: /healthz did not answer within 15 s"
+        sleep 0.05
+    done
+    sleep 0.2 # a gateway that lost the port race would have exited by now
+    kill -0 "$GW_PID" 2>/dev/null || die "gateway $name exited: $(tail -n 5 "$TMP/$name.log")"
+    log "gateway $name (pid $GW_PID) at $GW_URL"
+}
+
+stop_gateway() {
+    stop_pid "$1"
+    forget_pid "$1"
+}
+
+# Converts wrk's "1.23ms" / "456.00us" / "1.02s" / "1.50m" to milliseconds.
+to_ms() {
+    awk -v v="$1" 'BEGIN {
+        if (v ~ /us$/) { sub(/us$/, "", v); printf "%.2f", v / 1000 }
+        else if (v ~ /ms$/) { sub(/ms$/, "", v); printf "%.2f", v }
+        else if (v ~ /m$/) { sub(/m$/, "", v); printf "%.2f", v * 60000 }
+        else if (v ~ /s$/) { sub(/s$/, "", v); printf "%.2f", v * 1000 }
+        else printf "nan" }'
+}
+
+# run_wrk URL BODY(or "") SECONDS OUTFILE: one wrk run, bounded in time; sets WRK_* values.
+run_wrk() {
+    local url=$1 body=$2 secs=$3 out=$4 pid
+    local args=(-t"$THREADS" -c"$CONNECTIONS" -d"${secs}s" --timeout 10s --latency)
+    if [[ -n $body ]]; then
+        BENCH_BODY_FILE=$body timeout $((secs + 60)) wrk "${args[@]}" -s "$LUA" "$url" >"$out" 2>&1 &
+    else
+        timeout $((secs + 60)) wrk "${args[@]}" "$url" >"$out" 2>&1 &
+    fi
+    pid=$!
+    PIDS+=("$pid")
+    wait "$pid" || die "wrk failed: $(cat "$out")"
+    forget_pid "$pid"
+    WRK_REQUESTS=$(awk '/ requests in / { print $1; exit }' "$out")
+    WRK_RPS=$(awk '/^Requests\/sec:/ { printf "%.0f", $2; exit }' "$out")
+    WRK_P50=$(to_ms "$(awk '$1 == "50%" { print $2; exit }' "$out")")
+    WRK_P99=$(to_ms "$(awk '$1 == "99%" { print $2; exit }' "$out")")
+    WRK_BAD=$(awk '/Non-2xx or 3xx responses:/ { n += $NF }
+                   /Socket errors:/ { gsub(/,/, ""); n += $4 + $6 + $8 + $10 }
+                   END { printf "%d", n }' "$out")
+    [[ -n $WRK_REQUESTS && -n $WRK_RPS ]] || die "cannot parse wrk output: $(cat "$out")"
+}
+
+# Seconds of children's CPU time (bash `times`, second line), for wrk's own CPU use.
+children_cpu_s() {
+    times | awk 'NR == 2 {
+        t = 0
+        for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); t += a[1] * 60 + a[2] }
+        printf "%.3f", t }'
+}
+
+# Rows of the table, in order.
+ROWS=()
+declare -A RPS
+CEILING_RPS=
+
+# measure KEY LABEL CACHE URL PID BODY WARMUP ITEMS
+#   WARMUP: none | one (one checked request) | wrk (one checked request, then WARMUP s of wrk)
+#   Upstream calls per query = calls between the first snapshot and the last / every request
+#   sent in between (warm-up included). WINDOW_CALLS: calls during the measured wrk run only.
+measure() {
+    local key=$1 label=$2 cache=$3 url=$4 pid=$5 body=$6 warmup=$7 items=$8
+    local c0 c1 c2 e0 e1 sent=0 m0 m1 gw0 gw1 up0 up1 cpu0 cpu1 rss cpq vs errs
+    log "row: $label"
+    c0=$(metric "$url")
+    e0=$(counter "$url" protocol_graph_upstream_errors_total)
+    if [[ $warmup != none ]]; then
+        graphql_check "$url" "$body" "$items"
+        sent=1
+    fi
+    if [[ $warmup == wrk ]] && ((WARMUP > 0)); then
+        run_wrk "$url/graphql" "$body" "$WARMUP" "$TMP/$key.warmup.txt"
+        sent=$((sent + WRK_REQUESTS))
+    fi
+    c1=$(metric "$url")
+    read -r m0 _ < <(machine_ticks)
+    read -r _ tot0 < <(machine_ticks)
+    gw0=$(proc_ticks "$pid")
+    up0=$(proc_ticks "$UP_PID")
+    cpu0=$(children_cpu_s)
+    if [[ -n $body ]]; then
+        run_wrk "$url/graphql" "$body" "$DURATION" "$TMP/$key.txt"
+    else
+        run_wrk "$url" "" "$DURATION" "$TMP/$key.txt"
+    fi
+    read -r m1 tot1 < <(machine_ticks)
+    gw1=$(proc_ticks "$pid")
+    up1=$(proc_ticks "$UP_PID")
+    cpu1=$(children_cpu_s)
+    if [[ -n $body ]]; then
+        graphql_check "$url" "$body" "$items" # still correct under load?
+        sent=$((sent + 1))
+    fi
+    c2=$(metric "$url")
+    e1=$(counter "$url" protocol_graph_upstream_errors_total)
+    rss=$(peak_rss_mib "$pid")
+    sent=$((sent + WRK_REQUESTS))
+    cpq=$(awk -v c=$((c2 - c0)) -v n="$sent" 'BEGIN { printf "%.4f", n ? c / n : 0 }')
+    errs=$((WRK_BAD + e1 - e0))
+    WINDOW_CALLS=$((c2 - c1))
+    RPS[$key]=$WRK_RPS
+    # CPU over the measured run, % of one core (2 cores = 200 %).
+    local cpu
+    cpu=$(awk -v g=$((gw1 - gw0)) -v u=$((up1 - up0)) -v w="$(awk -v a="$cpu0" -v b="$cpu1" 'BEGIN { print b - a }')" \
+        -v busy=$((m1 - m0)) -v tot=$((tot1 - tot0)) -v hz="$CLK_TCK" -v d="$DURATION" -v n="$(nproc)" \
+        'BEGIN { printf "%.0f / %.0f / %.0f / %.0f", g / hz / d * 100, u / hz / d * 100, w / d * 100, tot ? busy / tot * 100 * n : 0 }')
+    ROWS+=("$key|$label|$cache|$WRK_RPS|$WRK_P50|$WRK_P99|$((c2 - c0)) / $sent|$cpq|$rss|$errs|$cpu")
+    log "  $WRK_RPS req/s, p50 $WRK_P50 ms, p99 $WRK_P99 ms, $cpq upstream calls/query, peak RSS $rss MiB, errors $errs, CPU gw/up/wrk/all $cpu %"
+}
+
+# serial_check URL BODY: resource calls (mosia + totvs, no token) per query over SERIAL queries.
+serial_check() {
+    local url=$1 body=$2 c0 c1 i
+    c0=$(resource_calls "$url")
+    for ((i = 0; i < SERIAL; i++)); do graphql_check "$url" "$body" 20; done
+    c1=$(resource_calls "$url")
+    echo $((c1 - c0))
+}
+
+# ---------------------------------------------------------------------------------------------
+# 3-5. Run
+# ---------------------------------------------------------------------------------------------
+start_upstreams
+L=$LATENCY_MS
+
+# Cache on: ceiling, (a) warm, (c) warm.
+start_gateway cache-on $'[cache]\nenabled = true'
+ON_URL=$GW_URL ON_PID=$GW_PID
+measure ceiling "(d) ceiling: GET /healthz" on "$ON_URL/healthz" "$ON_PID" "" none 0
+CEILING_RPS=$WRK_RPS
+measure a "(a) latestProtocols, warm" on "$ON_URL" "$ON_PID" "$Q_LATEST" one 0
+A_WINDOW=$WINDOW_CALLS
+measure c_warm "(c) fan-out, warm" on "$ON_URL" "$ON_PID" "$Q_FANOUT" one 20
+C_WARM_WINDOW=$WINDOW_CALLS
+C_WARM_SERIAL=$(serial_check "$ON_URL" "$Q_FANOUT")
+stop_gateway "$ON_PID"
+
+# Cache off: (b) and (c) cold.
+start_gateway cache-off $'[cache]\nenabled = false'
+OFF_URL=$GW_URL OFF_PID=$GW_PID
+measure b "(b) latestProtocols, cold" off "$OFF_URL" "$OFF_PID" "$Q_LATEST" wrk 0
+measure c_cold "(c) fan-out, cold" off "$OFF_URL" "$OFF_PID" "$Q_FANOUT" wrk 20
+C_COLD_SERIAL=$(serial_check "$OFF_URL" "$Q_FANOUT")
+stop_gateway "$OFF_PID"
+
+# Variant: cache off, per-upstream concurrency high enough for all 20 interactions at once.
+start_gateway cache-off-mc32 $'[cache]\nenabled = false\n[upstream]\nmax_concurrency = 32'
+measure c_cold_mc "(c) fan-out, cold, max_concurrency=32" off "$GW_URL" "$GW_PID" "$Q_FANOUT" wrk 20
+stop_gateway "$GW_PID"
+
+# BURST concurrent identical cold fan-out queries on a fresh cache-on gateway.
+start_gateway burst $'[cache]\nenabled = true'
+BURST_URL=$GW_URL BURST_PID=$GW_PID
+b_m0=$(metric "$BURST_URL" mosia) b_t0=$(metric "$BURST_URL" totvs) b_k0=$(metric "$BURST_URL" totvs_token)
+b_co0=$(counter "$BURST_URL" protocol_graph_cache_coalesced_total)
+log "burst: $BURST concurrent identical fan-out queries"
+urls=()
+for ((i = 0; i < BURST; i++)); do urls+=("$BURST_URL/graphql"); done
+t0=$(now_ms)
+if curl --help all 2>/dev/null | grep -q -- '--parallel-immediate'; then
+    curl -sS --max-time 60 --parallel --parallel-immediate --parallel-max "$BURST" \
+        -H 'Content-Type: application/json' --data-binary "@$Q_FANOUT" \
+        -w '\n@@status %{http_code}\n' "${urls[@]}" >"$TMP/burst.out" 2>"$TMP/burst.err" || true
+else
+    seq "$BURST" | timeout 120 xargs -P "$BURST" -I{} curl -sS --max-time 60 \
+        -H 'Content-Type: application/json' --data-binary "@$Q_FANOUT" \
+        -w '\n@@status %{http_code}\n' "$BURST_URL/graphql" >"$TMP/burst.out" 2>"$TMP/burst.err" || true
+fi
+t1=$(now_ms)
+burst_ok=$(grep -c '^@@status 200$' "$TMP/burst.out" || true)
+burst_full=$(grep -o '"authorizationProtocols":{"items":\[' "$TMP/burst.out" | wc -l)
+burst_errors=$(grep -o '"errors"' "$TMP/burst.out" | wc -l)
+b_m=$(($(metric "$BURST_URL" mosia) - b_m0))
+b_t=$(($(metric "$BURST_URL" totvs) - b_t0))
+b_k=$(($(metric "$BURST_URL" totvs_token) - b_k0))
+b_co=$(($(counter "$BURST_URL" protocol_graph_cache_coalesced_total) - b_co0))
+b_rss=$(peak_rss_mib "$BURST_PID")
+stop_gateway "$BURST_PID"
+
+# ---------------------------------------------------------------------------------------------
+# 6. Report
+# ---------------------------------------------------------------------------------------------
+fcmp() { awk -v a="$1" -v b="$2" "BEGIN { exit !(a $3 b) }"; }
+
+target_of() {
+    local key=$1 rps=$2 p50=$3 p99=$4 rss=$5 miss=()
+    case $key in
+    a)
+        fcmp "$rps" 10000 '>=' || miss+=("req/s < 10,000")
+        fcmp "$p99" 10 '<' || miss+=("p99 ≥ 10 ms")
+        ((A_WINDOW == 0)) || miss+=("$A_WINDOW upstream calls during the run")
+        ;;
+    b)
+        fcmp "$p50" $((L + 2)) '<=' || miss+=("p50 > $((L + 2)) ms")
+        ;;
+    c_warm)
+        ((C_WARM_WINDOW == 0 && C_WARM_SERIAL == 0)) ||
+            miss+=("upstream calls when warm: $C_WARM_WINDOW in the run, $C_WARM_SERIAL in $SERIAL serial queries")
+        ;;
+    c_cold | c_cold_mc)
+        fcmp "$p50" $((2 * L)) '<' || miss+=("p50 ≥ $((2 * L)) ms")
+        if [[ $key == c_cold ]] && ((C_COLD_SERIAL != 22 * SERIAL)); then
+            miss+=("$C_COLD_SERIAL resource calls for $SERIAL serial queries, not $((22 * SERIAL))")
+        fi
+        ;;
+    esac
+    fcmp "$rss" 150 '<' || miss+=("peak RSS ≥ 150 MiB")
+    if ((${#miss[@]})); then
+        local IFS=';'
+        echo "**missed**: ${miss[*]}"
+    else
+        echo "met"
+    fi
+}
+
+cpu_model=$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+git_rev=$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)
+git_dirty=$(cd "$ROOT" && git status --porcelain 2>/dev/null | grep -q . && echo " (dirty tree)" || true)
+{
+    echo "# protocol-graph benchmark, $(date -u '+%Y-%m-%d %H:%M UTC')"
+    echo
+    echo "Machine: $(nproc) CPUs, ${cpu_model:-unknown CPU}, Linux $(uname -r). Commit $git_rev$git_dirty."
+    echo "Fake upstream latency ${L} ms (separate process); wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s" \
+        "(cold rows after a ${WARMUP} s wrk warm-up, warm rows after one request); all on loopback."
+    echo
+    echo "| scenario | cache | req/s | p50 ms | p99 ms | upstream calls / requests | calls per query | peak RSS MiB | vs ceiling | errors | CPU % gw / upstreams / wrk / all | target |"
+    echo "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|"
+    for key in a b c_warm c_cold c_cold_mc ceiling; do
+        for row in "${ROWS[@]}"; do
+            IFS='|' read -r k label cache rps p50 p99 calls cpq rss errs cpu <<<"$row"
+            [[ $k == "$key" ]] || continue
+            vs=$(awk -v a="$rps" -v b="$CEILING_RPS" 'BEGIN { printf "%.1f %%", b ? a / b * 100 : 0 }')
+            if [[ $k == ceiling ]]; then tgt="(reference)"; else tgt=$(target_of "$k" "$rps" "$p50" "$p99" "$rss"); fi
+            echo "| $label | $cache | $rps | $p50 | $p99 | $calls | $cpq | $rss | $vs | $errs | $cpu | $tgt |"
+        done
+    done
+    echo
+    bt=$((b_m + b_t))
+    if ((b_m == 1 && b_t == 21 && b_k <= 1 && burst_ok == BURST && burst_full == BURST && burst_errors == 0)); then
+        bv=met
+    else
+        bv="**missed**"
+    fi
+    echo "$BURST concurrent identical cold fan-out queries (fresh cache-on gateway): $burst_ok/$BURST HTTP 200," \
+        "$burst_full complete, $burst_errors with errors, in $((t1 - t0)) ms; upstream calls: mosia $b_m + totvs $b_t" \
+        "= $bt (target 22 = 1 + 1 + 20) plus $b_k token call(s); $b_co reads coalesced; peak RSS $b_rss MiB: $bv."
+    echo
+    echo "Exact checks, $SERIAL sequential fan-out queries: cold $C_COLD_SERIAL resource calls" \
+        "($(awk -v c="$C_COLD_SERIAL" -v n="$SERIAL" 'BEGIN { printf "%.2f", c / n }') per query, target 22)," \
+        "warm $C_WARM_SERIAL (target 0)."
+} >"$TMP/report.md"
+
+cp "$TMP/report.md" "$OUT_MD"
+echo
+cat "$OUT_MD"
+echo
+log "written to $OUT_MD"
