@@ -163,7 +163,7 @@ graphql_check() {
     [[ $answer == *'"data":{"beneficiary":{'* && $answer != *'"errors"'* ]] ||
         die "unexpected answer from $url/graphql: ${answer:0:400}"
     if ((items > 0)); then
-        n=$(grep -o '"interactions":{"items":\[{' <<<"$answer" | wc -l)
+        n=$( (grep -o '"interactions":{"items":\[{' <<<"$answer" || true) | wc -l)
         ((n == items)) || die "expected $items protocols with interactions, got $n: ${answer:0:400}"
     fi
 }
@@ -245,20 +245,23 @@ run_wrk() {
     [[ -n $WRK_REQUESTS && -n $WRK_RPS ]] || die "cannot parse wrk output: $(cat "$out")"
 }
 
-# Seconds of children's CPU time (bash `times`, second line), for wrk's own CPU use.
+# Seconds of CPU time of the waited-for children (bash `times`, second line): wrk's own CPU use.
+# `times` must run in this shell (a subshell would see its own children only), hence the file.
 children_cpu_s() {
-    times | awk 'NR == 2 {
+    times >"$TMP/times.txt"
+    awk 'NR == 2 {
         t = 0
         for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); t += a[1] * 60 + a[2] }
-        printf "%.3f", t }'
+        printf "%.3f", t }' "$TMP/times.txt"
 }
 
 # Rows of the table, in order.
 ROWS=()
-declare -A RPS
 CEILING_RPS=
 
 # measure KEY LABEL CACHE URL PID BODY WARMUP ITEMS
+#   URL: the gateway's base URL; BODY: a GraphQL JSON body for POST /graphql, or "" for
+#   GET /healthz. ITEMS: authorization protocols the answer must hold (0: not checked).
 #   WARMUP: none | one (one checked request) | wrk (one checked request, then WARMUP s of wrk)
 #   Upstream calls per query = calls between the first snapshot and the last / every request
 #   sent in between (warm-up included). WINDOW_CALLS: calls during the measured wrk run only.
@@ -277,20 +280,21 @@ measure() {
         sent=$((sent + WRK_REQUESTS))
     fi
     c1=$(metric "$url")
-    read -r m0 _ < <(machine_ticks)
-    read -r _ tot0 < <(machine_ticks)
+    read -r m0 tot0 < <(machine_ticks)
     gw0=$(proc_ticks "$pid")
     up0=$(proc_ticks "$UP_PID")
-    cpu0=$(children_cpu_s)
+    children_cpu_s >"$TMP/cpu0.txt"
+    cpu0=$(<"$TMP/cpu0.txt")
     if [[ -n $body ]]; then
         run_wrk "$url/graphql" "$body" "$DURATION" "$TMP/$key.txt"
     else
-        run_wrk "$url" "" "$DURATION" "$TMP/$key.txt"
+        run_wrk "$url/healthz" "" "$DURATION" "$TMP/$key.txt"
     fi
     read -r m1 tot1 < <(machine_ticks)
     gw1=$(proc_ticks "$pid")
     up1=$(proc_ticks "$UP_PID")
-    cpu1=$(children_cpu_s)
+    children_cpu_s >"$TMP/cpu1.txt"
+    cpu1=$(<"$TMP/cpu1.txt")
     if [[ -n $body ]]; then
         graphql_check "$url" "$body" "$items" # still correct under load?
         sent=$((sent + 1))
@@ -302,7 +306,6 @@ measure() {
     cpq=$(awk -v c=$((c2 - c0)) -v n="$sent" 'BEGIN { printf "%.4f", n ? c / n : 0 }')
     errs=$((WRK_BAD + e1 - e0))
     WINDOW_CALLS=$((c2 - c1))
-    RPS[$key]=$WRK_RPS
     # CPU over the measured run, % of one core (2 cores = 200 %).
     local cpu
     cpu=$(awk -v g=$((gw1 - gw0)) -v u=$((up1 - up0)) -v w="$(awk -v a="$cpu0" -v b="$cpu1" 'BEGIN { print b - a }')" \
@@ -330,7 +333,7 @@ L=$LATENCY_MS
 # Cache on: ceiling, (a) warm, (c) warm.
 start_gateway cache-on $'[cache]\nenabled = true'
 ON_URL=$GW_URL ON_PID=$GW_PID
-measure ceiling "(d) ceiling: GET /healthz" on "$ON_URL/healthz" "$ON_PID" "" none 0
+measure ceiling "(d) ceiling: GET /healthz" on "$ON_URL" "$ON_PID" "" none 0
 CEILING_RPS=$WRK_RPS
 measure a "(a) latestProtocols, warm" on "$ON_URL" "$ON_PID" "$Q_LATEST" one 0
 A_WINDOW=$WINDOW_CALLS
@@ -372,8 +375,8 @@ else
 fi
 t1=$(now_ms)
 burst_ok=$(grep -c '^@@status 200$' "$TMP/burst.out" || true)
-burst_full=$(grep -o '"authorizationProtocols":{"items":\[' "$TMP/burst.out" | wc -l)
-burst_errors=$(grep -o '"errors"' "$TMP/burst.out" | wc -l)
+burst_full=$( (grep -o '"authorizationProtocols":{"items":\[' "$TMP/burst.out" || true) | wc -l)
+burst_errors=$( (grep -o '"errors"' "$TMP/burst.out" || true) | wc -l)
 b_m=$(($(metric "$BURST_URL" mosia) - b_m0))
 b_t=$(($(metric "$BURST_URL" totvs) - b_t0))
 b_k=$(($(metric "$BURST_URL" totvs_token) - b_k0))

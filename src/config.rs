@@ -162,7 +162,7 @@ impl Default for ServerSettings {
     fn default() -> Self {
         Self {
             max_body_bytes: 64 * 1024,
-            max_depth: 12,
+            max_depth: 32,
             max_complexity: 5_000,
             graphiql: true,
         }

@@ -273,3 +273,15 @@ fn a_config_file_with_a_bad_value_names_the_key() {
     assert!(stderr.contains("mosia_ttl_secs"), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
 }
+
+#[tokio::test]
+async fn graphiqls_introspection_query_passes_the_depth_and_complexity_limits() {
+    let up = Upstreams::start().await;
+    let app = up.app().await;
+
+    let response = app.query(include_str!("introspection.graphql")).await;
+
+    assert!(response.get("errors").is_none(), "{response}");
+    let types = response["data"]["__schema"]["types"].as_array().unwrap();
+    assert!(types.iter().any(|t| t["name"] == "AuthorizationProtocol"));
+}
