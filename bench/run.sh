@@ -108,12 +108,16 @@ fi
 # ---------------------------------------------------------------------------------------------
 CLK_TCK=$(getconf CLK_TCK)
 
-# A loopback port nothing listens on (checked by connecting; the race is harmless: a gateway
-# that cannot bind exits, and start_gateway notices).
+# A loopback port nothing listens on, below the ephemeral range (an outgoing connection may
+# hold any port in that range). Checked by connecting; a gateway that still loses the race
+# exits, and start_gateway tries another port.
+read -r EPHEMERAL_LOW _ </proc/sys/net/ipv4/ip_local_port_range
+PORT_LOW=10000 PORT_HIGH=$((EPHEMERAL_LOW - 1))
+((PORT_HIGH > PORT_LOW + 1000)) || PORT_LOW=1024
 free_port() {
     local p _
     for _ in $(seq 1 200); do
-        p=$((20000 + RANDOM % 40000))
+        p=$((PORT_LOW + (RANDOM * 32768 + RANDOM) % (PORT_HIGH - PORT_LOW)))
         if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
             echo "$p"
             return 0
@@ -185,9 +189,20 @@ start_upstreams() {
 
 # start_gateway NAME TOML: starts `protocol-graph serve` the production way; sets GW_PID, GW_URL.
 start_gateway() {
-    local name=$1 toml=$2 port deadline
-    port=$(free_port) || die "no free loopback port"
+    local name=$1 toml=$2 attempt
     printf '%s\n' "$toml" >"$TMP/$name.toml"
+    for attempt in 1 2 3 4 5; do
+        try_gateway "$name" && return 0
+        grep -q 'cannot listen' "$TMP/$name.log" || die "gateway $name exited: $(tail -n 5 "$TMP/$name.log")"
+        log "gateway $name: port taken, trying another one"
+    done
+    die "gateway $name: no free port after 5 attempts"
+}
+
+# One start on a fresh port: 0 when serving, 1 when it exited (see its log).
+try_gateway() {
+    local name=$1 port deadline
+    port=$(free_port) || die "no free loopback port"
     LISTEN_ADDR=127.0.0.1:$port \
         MOSIA_BASE_URL=$MOSIA_BASE_URL MOSIA_TOKEN=sandbox-mosia-token \
         TOTVS_BASE_URL=$TOTVS_BASE_URL TOTVS_USERNAME=sandbox TOTVS_PASSWORD=sandbox-password \
@@ -198,12 +213,16 @@ start_gateway() {
     GW_URL=http://127.0.0.1:$port
     deadline=$(($(now_ms) + 15000))
     until curl -fsS --max-time 1 "$GW_URL/healthz" >/dev/null 2>&1; do
-        kill -0 "$GW_PID" 2>/dev/null || die "gateway $name exited: $(tail -n 5 "$TMP/$name.log")"
+        kill -0 "$GW_PID" 2>/dev/null || break
         (($(now_ms) < deadline)) || die "gateway $name: /healthz did not answer within 15 s"
         sleep 0.05
     done
-    sleep 0.2 # a gateway that lost the port race would have exited by now
-    kill -0 "$GW_PID" 2>/dev/null || die "gateway $name exited: $(tail -n 5 "$TMP/$name.log")"
+    sleep 0.2 # a gateway that lost the port race to another server would have exited by now
+    if ! kill -0 "$GW_PID" 2>/dev/null; then
+        wait "$GW_PID" 2>/dev/null || true
+        forget_pid "$GW_PID"
+        return 1
+    fi
     log "gateway $name (pid $GW_PID) at $GW_URL"
 }
 
@@ -222,10 +241,12 @@ to_ms() {
         else printf "nan" }'
 }
 
-# run_wrk URL BODY(or "") SECONDS OUTFILE: one wrk run, bounded in time; sets WRK_* values.
+# run_wrk URL BODY(or "") SECONDS OUTFILE [SCRIPT]: one wrk run, bounded in time; sets WRK_*.
+#   BODY: POST it with graphql.lua; "": GET, with SCRIPT when given.
 run_wrk() {
-    local url=$1 body=$2 secs=$3 out=$4 pid
+    local url=$1 body=$2 secs=$3 out=$4 script=${5:-} pid
     local args=(-t"$THREADS" -c"$CONNECTIONS" -d"${secs}s" --timeout 10s --latency)
+    [[ -z $script ]] || args+=(-s "$script")
     if [[ -n $body ]]; then
         BENCH_BODY_FILE=$body timeout $((secs + 60)) wrk "${args[@]}" -s "$LUA" "$url" >"$out" 2>&1 &
     else
@@ -327,8 +348,28 @@ serial_check() {
 # ---------------------------------------------------------------------------------------------
 # 3-5. Run
 # ---------------------------------------------------------------------------------------------
+# Is the machine quiet? Other work on 2 cores skews every number below.
+read -r q0 qt0 < <(machine_ticks)
+sleep 1
+read -r q1 qt1 < <(machine_ticks)
+BACKGROUND=$(awk -v b=$((q1 - q0)) -v t=$((qt1 - qt0)) -v n="$(nproc)" 'BEGIN { printf "%.0f", t ? b / t * 100 * n : 0 }')
+LOADAVG=$(cut -d' ' -f1-3 /proc/loadavg)
+((BACKGROUND < 20)) || log "warning: the machine is already ${BACKGROUND} % busy (of $(($(nproc) * 100)) %) before the benchmark"
+
 start_upstreams
 L=$LATENCY_MS
+
+# Reference: the fake Mosia alone (what the upstream itself costs at this concurrency).
+log "row: fake Mosia alone"
+read -r m0 tot0 < <(machine_ticks)
+up0=$(proc_ticks "$UP_PID")
+run_wrk "$MOSIA_BASE_URL/clientes/ocorrencias/ultimosProtocolos" "" "$DURATION" "$TMP/mosia.txt" "$BENCH_DIR/mosia.lua"
+read -r m1 tot1 < <(machine_ticks)
+up1=$(proc_ticks "$UP_PID")
+REF_CPU=$(awk -v u=$((up1 - up0)) -v busy=$((m1 - m0)) -v tot=$((tot1 - tot0)) -v hz="$CLK_TCK" -v d="$DURATION" -v n="$(nproc)" \
+    'BEGIN { printf "— / %.0f / — / %.0f", u / hz / d * 100, tot ? busy / tot * 100 * n : 0 }')
+REF_ROW="| (ref) fake Mosia alone, no gateway | — | $WRK_RPS | $WRK_P50 | $WRK_P99 | — | — | $(peak_rss_mib "$UP_PID") (upstreams) | — | $WRK_BAD | $REF_CPU | (reference) |"
+log "  $WRK_RPS req/s, p50 $WRK_P50 ms, p99 $WRK_P99 ms"
 
 # Cache on: ceiling, (a) warm, (c) warm.
 start_gateway cache-on $'[cache]\nenabled = true'
@@ -429,6 +470,7 @@ git_dirty=$(cd "$ROOT" && git status --porcelain 2>/dev/null | grep -q . && echo
     echo "Machine: $(nproc) CPUs, ${cpu_model:-unknown CPU}, Linux $(uname -r). Commit $git_rev$git_dirty."
     echo "Fake upstream latency ${L} ms (separate process); wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s" \
         "(cold rows after a ${WARMUP} s wrk warm-up, warm rows after one request); all on loopback."
+    echo "Before the run the machine was ${BACKGROUND} % busy (of $(($(nproc) * 100)) %), load average $LOADAVG."
     echo
     echo "| scenario | cache | req/s | p50 ms | p99 ms | upstream calls / requests | calls per query | peak RSS MiB | vs ceiling | errors | CPU % gw / upstreams / wrk / all | target |"
     echo "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|"
@@ -441,6 +483,7 @@ git_dirty=$(cd "$ROOT" && git status --porcelain 2>/dev/null | grep -q . && echo
             echo "| $label | $cache | $rps | $p50 | $p99 | $calls | $cpq | $rss | $vs | $errs | $cpu | $tgt |"
         done
     done
+    echo "$REF_ROW"
     echo
     bt=$((b_m + b_t))
     if ((b_m == 1 && b_t == 21 && b_k <= 1 && burst_ok == BURST && burst_full == BURST && burst_errors == 0)); then

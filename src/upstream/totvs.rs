@@ -144,37 +144,21 @@ impl TotvsClient {
         subscriber_id: &str,
         query: &ProtocolQuery,
     ) -> Result<Decoded<AuthorizationProtocolPage>, UpstreamError> {
-        let url = self
-            .http
-            .url(&[API[0], API[1], API[2], API[3], subscriber_id, "protocols"]);
-        let params = query.params();
-        let answer = self
-            .authorized(Idempotency::Read, |client, bearer| {
-                client
-                    .get(url.clone())
-                    .query(&params)
-                    .header(AUTHORIZATION, bearer)
+        let path = [API[0], API[1], API[2], API[3], subscriber_id, "protocols"];
+        let page = self
+            .get_page(&path, &query.params(), |item| {
+                protocol_from(item, Some(subscriber_id))
             })
             .await?;
-        let body = self.expect(answer, StatusCode::OK)?;
-        let page = decode_page(&body.body)
-            .and_then(|(items, has_next, remaining)| {
-                let items = items
-                    .into_iter()
-                    .map(|item| protocol_from(item, Some(subscriber_id)))
-                    .collect::<Result<Vec<_>, _>>()?;
-                Ok(AuthorizationProtocolPage {
-                    items,
-                    has_next,
-                    remaining_records: remaining,
-                    page: clamp_i32(query.page),
-                    page_size: clamp_i32(query.page_size),
-                })
-            })
-            .map_err(|err| self.http.malformed(body.status, &err))?;
         Ok(Decoded {
-            value: page,
-            bytes: body.body.len(),
+            value: AuthorizationProtocolPage {
+                items: page.value.items,
+                has_next: page.value.has_next,
+                remaining_records: page.value.remaining_records,
+                page: clamp_i32(query.page),
+                page_size: clamp_i32(query.page_size),
+            },
+            bytes: page.bytes,
         })
     }
 
@@ -182,7 +166,7 @@ impl TotvsClient {
         &self,
         query: &InteractionQuery,
     ) -> Result<Decoded<InteractionPage>, UpstreamError> {
-        let url = self.http.url(&[
+        let path = [
             API[0],
             API[1],
             API[2],
@@ -190,32 +174,55 @@ impl TotvsClient {
             "protocols",
             &query.protocol,
             "interactions",
-        ]);
-        let params = [("page", query.page), ("pageSize", query.page_size)];
+        ];
+        let params = [
+            ("page", query.page.to_string()),
+            ("pageSize", query.page_size.to_string()),
+        ];
+        let page = self.get_page(&path, &params, interaction_from).await?;
+        Ok(Decoded {
+            value: InteractionPage {
+                items: page.value.items,
+                has_next: page.value.has_next,
+                remaining_records: page.value.remaining_records,
+            },
+            bytes: page.bytes,
+        })
+    }
+
+    /// GETs a paged list (`{items, hasNext, remainingRecords}`) and converts each item.
+    async fn get_page<T>(
+        &self,
+        path: &[&str],
+        params: &[(&str, String)],
+        item_from: impl Fn(Map<String, Value>) -> Result<T, String>,
+    ) -> Result<Decoded<Page<T>>, UpstreamError> {
+        let url = self.http.url(path);
         let answer = self
             .authorized(Idempotency::Read, |client, bearer| {
                 client
                     .get(url.clone())
-                    .query(&params)
+                    .query(params)
                     .header(AUTHORIZATION, bearer)
             })
             .await?;
-        let body = self.expect(answer, StatusCode::OK)?;
-        let page = decode_page(&body.body)
-            .and_then(|(items, has_next, remaining)| {
-                Ok(InteractionPage {
-                    items: items
+        let answer = self.expect(answer, StatusCode::OK)?;
+        let page = decode_page(&answer.body)
+            .and_then(|page| {
+                Ok(Page {
+                    items: page
+                        .items
                         .into_iter()
-                        .map(interaction_from)
-                        .collect::<Result<Vec<_>, _>>()?,
-                    has_next,
-                    remaining_records: remaining,
+                        .map(&item_from)
+                        .collect::<Result<_, _>>()?,
+                    has_next: page.has_next,
+                    remaining_records: page.remaining_records,
                 })
             })
-            .map_err(|err| self.http.malformed(body.status, &err))?;
+            .map_err(|err| self.http.malformed(answer.status, &err))?;
         Ok(Decoded {
             value: page,
-            bytes: body.body.len(),
+            bytes: answer.body.len(),
         })
     }
 
@@ -336,11 +343,15 @@ fn clamp_i32(n: u32) -> i32 {
     i32::try_from(n).unwrap_or(i32::MAX)
 }
 
-/// A page's items, `hasNext` and `remainingRecords`.
-type RawPage = (Vec<Map<String, Value>>, bool, i32);
+/// A page of TOTVS items, of either list.
+struct Page<T> {
+    items: Vec<T>,
+    has_next: bool,
+    remaining_records: i32,
+}
 
 /// `{items, hasNext, remainingRecords}`, with `hasNext` derived when absent.
-fn decode_page(body: &[u8]) -> Result<RawPage, String> {
+fn decode_page(body: &[u8]) -> Result<Page<Map<String, Value>>, String> {
     let Value::Object(object) = serde_json::from_slice::<Value>(body).map_err(|e| e.to_string())?
     else {
         return Err("expected an object".into());
@@ -365,7 +376,11 @@ fn decode_page(body: &[u8]) -> Result<RawPage, String> {
         Some(Value::String(s)) => s.eq_ignore_ascii_case("true"),
         _ => remaining > 0,
     };
-    Ok((items, has_next, remaining))
+    Ok(Page {
+        items,
+        has_next,
+        remaining_records: remaining,
+    })
 }
 
 /// An authorization protocol from any documented field-name style. `subscriber_id` fills in

@@ -9,11 +9,7 @@ use wiremock::{
     matchers::{header, method, path, path_regex, query_param},
 };
 
-use crate::helpers::{API, TestApp, Upstreams, fixture};
-
-const MOSIA_PATH: &str = "/clientes/ocorrencias/ultimosProtocolos";
-const PROTOCOLS: &str =
-    "/rest/totvsHealthPlans/attendance/v1/authorizations/00011008000027010/protocols";
+use crate::helpers::{API, LATEST, LIST, TestApp, Upstreams, fixture, list_get, mosia_get};
 
 fn three_protocols() -> serde_json::Value {
     let item = |n: &str| {
@@ -24,8 +20,7 @@ fn three_protocols() -> serde_json::Value {
 }
 
 async fn mount_fan_out(up: &Upstreams, delay: Duration) {
-    Mock::given(method("GET"))
-        .and(path(MOSIA_PATH))
+    mosia_get()
         .respond_with(
             ResponseTemplate::new(200)
                 .set_body_json(fixture("mosia/ultimos-protocolos.200.json"))
@@ -35,8 +30,7 @@ async fn mount_fan_out(up: &Upstreams, delay: Duration) {
         .named("mosia")
         .mount(&up.mosia)
         .await;
-    Mock::given(method("GET"))
-        .and(path(PROTOCOLS))
+    list_get()
         .respond_with(
             ResponseTemplate::new(200)
                 .set_body_json(three_protocols())
@@ -69,8 +63,7 @@ const FAN_OUT: &str = r#"{ beneficiary(uniqueKey: "13331584754", subscriberId: "
 async fn aliases_and_repeats_of_one_resource_reach_each_upstream_once() {
     let up = Upstreams::start().await;
     mount_fan_out(&up, Duration::ZERO).await;
-    Mock::given(method("GET"))
-        .and(path(PROTOCOLS))
+    list_get()
         .and(query_param("protocol", "p2"))
         .respond_with(ResponseTemplate::new(200).set_body_json(three_protocols()))
         .with_priority(1)
@@ -142,8 +135,7 @@ async fn a_second_request_is_served_from_the_shared_cache() {
 #[tokio::test]
 async fn without_the_cache_every_request_goes_upstream() {
     let up = Upstreams::start().await;
-    Mock::given(method("GET"))
-        .and(path(MOSIA_PATH))
+    mosia_get()
         .respond_with(
             ResponseTemplate::new(200).set_body_json(fixture("mosia/ultimos-protocolos.200.json")),
         )
@@ -153,8 +145,7 @@ async fn without_the_cache_every_request_goes_upstream() {
     let app = up.app_with(|s| s.cache.enabled = false).await;
 
     for _ in 0..2 {
-        app.query(r#"{ beneficiary(uniqueKey: "13331584754") { latestProtocols { number } } }"#)
-            .await;
+        app.query(LATEST).await;
     }
 }
 
@@ -179,15 +170,13 @@ async fn concurrent_identical_cold_queries_share_one_call_per_resource() {
 #[tokio::test]
 async fn upstream_errors_are_not_cached() {
     let up = Upstreams::start().await;
-    Mock::given(method("GET"))
-        .and(path(MOSIA_PATH))
+    mosia_get()
         .respond_with(ResponseTemplate::new(500))
         .up_to_n_times(1)
         .expect(1)
         .mount(&up.mosia)
         .await;
-    Mock::given(method("GET"))
-        .and(path(MOSIA_PATH))
+    mosia_get()
         .respond_with(
             ResponseTemplate::new(200).set_body_json(fixture("mosia/ultimos-protocolos.200.json")),
         )
@@ -195,7 +184,7 @@ async fn upstream_errors_are_not_cached() {
         .mount(&up.mosia)
         .await;
     let app = up.app_with(|s| s.upstream.get_retries = 0).await;
-    let query = r#"{ beneficiary(uniqueKey: "13331584754") { latestProtocols { number } } }"#;
+    let query = LATEST;
 
     let failed = app.query(query).await;
     let recovered = app.query(query).await;
@@ -216,14 +205,13 @@ async fn upstream_errors_are_not_cached() {
 #[tokio::test]
 async fn a_404_is_remembered_only_briefly() {
     let up = Upstreams::start().await;
-    Mock::given(method("GET"))
-        .and(path(PROTOCOLS))
+    list_get()
         .respond_with(ResponseTemplate::new(404).set_body_json(fixture("totvs/protocols.404.json")))
         .expect(2)
         .mount(&up.totvs)
         .await;
     let app = up.app_with(|s| s.cache.not_found_ttl_secs = 1).await;
-    let query = r#"{ beneficiary(subscriberId: "00011008000027010") { authorizationProtocols { hasNext } } }"#;
+    let query = LIST;
 
     for _ in 0..3 {
         assert_eq!(
@@ -241,21 +229,19 @@ async fn a_404_is_remembered_only_briefly() {
 #[tokio::test]
 async fn a_stale_answer_stands_in_for_a_failing_upstream_with_a_warning() {
     let up = Upstreams::start().await;
-    Mock::given(method("GET"))
-        .and(path(MOSIA_PATH))
+    mosia_get()
         .respond_with(
             ResponseTemplate::new(200).set_body_json(fixture("mosia/ultimos-protocolos.200.json")),
         )
         .up_to_n_times(1)
         .mount(&up.mosia)
         .await;
-    Mock::given(method("GET"))
-        .and(path(MOSIA_PATH))
+    mosia_get()
         .respond_with(ResponseTemplate::new(503))
         .mount(&up.mosia)
         .await;
     let app = up.app_with(|s| s.cache.mosia_ttl_secs = 1).await;
-    let query = r#"{ beneficiary(uniqueKey: "13331584754") { latestProtocols { number } } }"#;
+    let query = LATEST;
 
     let fresh = app.query(query).await;
     assert!(fresh.get("extensions").is_none(), "{fresh}");
@@ -273,16 +259,14 @@ async fn a_stale_answer_stands_in_for_a_failing_upstream_with_a_warning() {
 #[tokio::test]
 async fn stale_answers_are_refused_once_older_than_the_bound() {
     let up = Upstreams::start().await;
-    Mock::given(method("GET"))
-        .and(path(MOSIA_PATH))
+    mosia_get()
         .respond_with(
             ResponseTemplate::new(200).set_body_json(fixture("mosia/ultimos-protocolos.200.json")),
         )
         .up_to_n_times(1)
         .mount(&up.mosia)
         .await;
-    Mock::given(method("GET"))
-        .and(path(MOSIA_PATH))
+    mosia_get()
         .respond_with(ResponseTemplate::new(503))
         .mount(&up.mosia)
         .await;
@@ -292,7 +276,7 @@ async fn stale_answers_are_refused_once_older_than_the_bound() {
             s.cache.stale_for_secs = 1;
         })
         .await;
-    let query = r#"{ beneficiary(uniqueKey: "13331584754") { latestProtocols { number } } }"#;
+    let query = LATEST;
 
     app.query(query).await;
     tokio::time::sleep(Duration::from_millis(1200)).await;
@@ -307,8 +291,7 @@ async fn stale_answers_are_refused_once_older_than_the_bound() {
 #[tokio::test]
 async fn distinct_beneficiaries_load_concurrently_in_one_batch() {
     let up = Upstreams::start().await;
-    Mock::given(method("GET"))
-        .and(path(MOSIA_PATH))
+    mosia_get()
         .and(header("totalProtocolos", "5"))
         .respond_with(
             ResponseTemplate::new(200).set_body_json(fixture("mosia/ultimos-protocolos.200.json")),
@@ -339,7 +322,7 @@ async fn metrics_expose_upstream_and_cache_counters() {
         .mount(&up.mosia)
         .await;
     let app = up.app().await;
-    let query = r#"{ beneficiary(uniqueKey: "13331584754") { latestProtocols { number } } }"#;
+    let query = LATEST;
     app.query(query).await;
     app.query(query).await;
 
@@ -437,8 +420,7 @@ async fn distinct_keys_load_concurrently_but_within_the_bound() {
 #[tokio::test]
 async fn the_cache_is_bounded_by_body_size() {
     let up = Upstreams::start().await;
-    Mock::given(method("GET"))
-        .and(path(MOSIA_PATH))
+    mosia_get()
         .respond_with(
             ResponseTemplate::new(200).set_body_json(fixture("mosia/ultimos-protocolos.200.json")),
         )
@@ -447,7 +429,7 @@ async fn the_cache_is_bounded_by_body_size() {
         .await;
     // The documented body is about 1.5 KB: it does not fit in a 1 KB cache.
     let app = up.app_with(|s| s.cache.max_bytes = 1024).await;
-    let query = r#"{ beneficiary(uniqueKey: "13331584754") { latestProtocols { number } } }"#;
+    let query = LATEST;
 
     for _ in 0..2 {
         let response = app.query(query).await;

@@ -9,28 +9,20 @@ use wiremock::{
     matchers::{any, method, path, query_param},
 };
 
-use crate::helpers::{API, TOKEN_PATH, Upstreams, assert_no_secrets, codes, error_at, fixture};
+use crate::helpers::{
+    API, LIST, TOKEN_PATH, Upstreams, assert_no_secrets, codes, error_at, fixture, list_get,
+    mosia_get,
+};
 
-const MOSIA_PATH: &str = "/clientes/ocorrencias/ultimosProtocolos";
-const PROTOCOLS: &str =
-    "/rest/totvsHealthPlans/attendance/v1/authorizations/00011008000027010/protocols";
 const BOTH: &str = r#"{ beneficiary(uniqueKey: "13331584754", subscriberId: "00011008000027010") {
     uniqueKey latestProtocols { number } authorizationProtocols { items { protocol } } } }"#;
 
 async fn mosia_answers(up: &Upstreams, template: ResponseTemplate) {
-    Mock::given(method("GET"))
-        .and(path(MOSIA_PATH))
-        .respond_with(template)
-        .mount(&up.mosia)
-        .await;
+    mosia_get().respond_with(template).mount(&up.mosia).await;
 }
 
 async fn totvs_answers(up: &Upstreams, template: ResponseTemplate) {
-    Mock::given(method("GET"))
-        .and(path(PROTOCOLS))
-        .respond_with(template)
-        .mount(&up.totvs)
-        .await;
+    list_get().respond_with(template).mount(&up.totvs).await;
 }
 
 #[tokio::test]
@@ -277,17 +269,14 @@ async fn a_dead_upstream_is_unavailable() {
 #[tokio::test]
 async fn a_get_answered_503_is_retried_once_then_reported() {
     let up = Upstreams::start().await;
-    Mock::given(method("GET"))
-        .and(path(PROTOCOLS))
+    list_get()
         .respond_with(ResponseTemplate::new(503))
         .expect(2)
         .mount(&up.totvs)
         .await;
     let app = up.app().await;
 
-    let response = app
-        .query(r#"{ beneficiary(subscriberId: "00011008000027010") { authorizationProtocols { hasNext } } }"#)
-        .await;
+    let response = app.query(LIST).await;
 
     assert_eq!(codes(&response), ["UPSTREAM_UNAVAILABLE"]);
 }
@@ -328,8 +317,7 @@ async fn one_token_request_serves_many_concurrent_resolvers() {
 async fn a_refused_token_is_renewed_once_and_the_call_retried() {
     let up = Upstreams::start().await;
     // The first protocols call is refused; the retry with a fresh token succeeds.
-    Mock::given(method("GET"))
-        .and(path(PROTOCOLS))
+    list_get()
         .respond_with(
             ResponseTemplate::new(401).set_body_json(json!({"code": "401", "message": "expired"})),
         )
@@ -337,8 +325,7 @@ async fn a_refused_token_is_renewed_once_and_the_call_retried() {
         .expect(1)
         .mount(&up.totvs)
         .await;
-    Mock::given(method("GET"))
-        .and(path(PROTOCOLS))
+    list_get()
         .respond_with(ResponseTemplate::new(200).set_body_json(fixture("totvs/protocols.200.json")))
         .expect(1)
         .mount(&up.totvs)
@@ -367,8 +354,7 @@ async fn a_refused_token_is_renewed_once_and_the_call_retried() {
 #[tokio::test]
 async fn credentials_refused_after_one_renewal_are_upstream_auth_failed_without_secrets() {
     let up = Upstreams::start().await;
-    Mock::given(method("GET"))
-        .and(path(PROTOCOLS))
+    list_get()
         .respond_with(
             ResponseTemplate::new(401)
                 .set_body_json(json!({"code": "401", "message": "Token inválido"})),
@@ -378,9 +364,7 @@ async fn credentials_refused_after_one_renewal_are_upstream_auth_failed_without_
         .await;
     let app = up.app().await;
 
-    let response = app
-        .query(r#"{ beneficiary(subscriberId: "00011008000027010") { authorizationProtocols { hasNext } } }"#)
-        .await;
+    let response = app.query(LIST).await;
 
     assert_eq!(codes(&response), ["UPSTREAM_AUTH_FAILED"]);
     assert_no_secrets(&response.to_string());
@@ -400,9 +384,7 @@ async fn a_refused_login_is_upstream_auth_failed_and_names_no_secret() {
         .await;
     let app = up.app().await;
 
-    let response = app
-        .query(r#"{ beneficiary(subscriberId: "00011008000027010") { authorizationProtocols { hasNext } } }"#)
-        .await;
+    let response = app.query(LIST).await;
 
     assert_eq!(
         response["errors"][0]["extensions"],
@@ -444,7 +426,7 @@ async fn an_expiring_token_is_refreshed_with_the_refresh_token() {
         .await;
     let app = up.app_with(|s| s.cache.enabled = false).await;
 
-    let query = r#"{ beneficiary(subscriberId: "00011008000027010") { authorizationProtocols { hasNext } } }"#;
+    let query = LIST;
     assert!(app.query(query).await.get("errors").is_none());
     // A one-second token is renewed half-way through its life.
     tokio::time::sleep(Duration::from_millis(700)).await;

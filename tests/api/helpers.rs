@@ -12,7 +12,7 @@ use protocol_graph::{
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use wiremock::{
-    Mock, MockServer, ResponseTemplate,
+    Mock, MockBuilder, MockServer, ResponseTemplate,
     matchers::{method, path},
 };
 
@@ -22,6 +22,25 @@ pub const TOTVS_PASSWORD: &str = "totvs-secret-password";
 pub const ACCESS_TOKEN: &str = "eyJhbGciOiJSUzI1NiJ9.sandbox.signature";
 pub const TOKEN_PATH: &str = "/rest/api/oauth2/v1/token";
 pub const API: &str = "/rest/totvsHealthPlans/attendance/v1/authorizations";
+pub const MOSIA_PATH: &str = "/clientes/ocorrencias/ultimosProtocolos";
+pub const PROTOCOLS: &str =
+    "/rest/totvsHealthPlans/attendance/v1/authorizations/00011008000027010/protocols";
+/// Mosia's latest protocols of the documented beneficiary.
+pub const LATEST: &str =
+    r#"{ beneficiary(uniqueKey: "13331584754") { latestProtocols { number } } }"#;
+/// The documented TOTVS subscriber's first page of protocols.
+pub const LIST: &str =
+    r#"{ beneficiary(subscriberId: "00011008000027010") { authorizationProtocols { hasNext } } }"#;
+
+/// A mock of Mosia's one route.
+pub fn mosia_get() -> MockBuilder {
+    Mock::given(method("GET")).and(path(MOSIA_PATH))
+}
+
+/// A mock of the documented subscriber's TOTVS protocol list.
+pub fn list_get() -> MockBuilder {
+    Mock::given(method("GET")).and(path(PROTOCOLS))
+}
 
 pub fn fixture(name: &str) -> Value {
     let path = format!("{}/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));

@@ -9,13 +9,12 @@ use wiremock::{
     matchers::{method, path},
 };
 
-use crate::helpers::{Upstreams, fixture};
+use crate::helpers::{Upstreams, fixture, mosia_get};
 
 #[tokio::test]
 async fn get_runs_queries_from_the_query_string() {
     let up = Upstreams::start().await;
-    Mock::given(method("GET"))
-        .and(path("/clientes/ocorrencias/ultimosProtocolos"))
+    mosia_get()
         .respond_with(
             ResponseTemplate::new(200).set_body_json(fixture("mosia/ultimos-protocolos.200.json")),
         )
@@ -148,8 +147,7 @@ async fn the_subgraph_publishes_its_sdl_with_federation_keys() {
 #[tokio::test]
 async fn entities_resolve_by_each_key() {
     let up = Upstreams::start().await;
-    Mock::given(method("GET"))
-        .and(path("/clientes/ocorrencias/ultimosProtocolos"))
+    mosia_get()
         .respond_with(
             ResponseTemplate::new(200).set_body_json(fixture("mosia/ultimos-protocolos.200.json")),
         )

@@ -9,7 +9,7 @@ use wiremock::{
     matchers::{body_json, method, path},
 };
 
-use crate::helpers::{API, TestApp, Upstreams, assert_no_secrets, fixture};
+use crate::helpers::{API, TestApp, Upstreams, assert_no_secrets, fixture, list_get};
 
 const ATTACH: &str = r#"mutation($input: AddAuthorizationAttachmentsInput!) {
     addAuthorizationAttachments(input: $input) { protocol subscriberId beneficiaryName status statusCode
@@ -430,8 +430,7 @@ async fn request_authorization_posts_the_documented_body() {
 #[tokio::test]
 async fn after_a_mutation_the_protocol_and_its_lists_are_read_fresh() {
     let up = Upstreams::start().await;
-    Mock::given(method("GET"))
-        .and(path(format!("{API}/00011008000027010/protocols")))
+    list_get()
         .respond_with(ResponseTemplate::new(200).set_body_json(fixture("totvs/protocols.200.json")))
         .expect(2)
         .mount(&up.totvs)

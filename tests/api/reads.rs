@@ -6,15 +6,12 @@ use wiremock::{
     matchers::{header, method, path, query_param},
 };
 
-use crate::helpers::{API, MOSIA_TOKEN, TestApp, Upstreams, fixture};
-
-const MOSIA_PATH: &str = "/clientes/ocorrencias/ultimosProtocolos";
+use crate::helpers::{API, MOSIA_TOKEN, TestApp, Upstreams, fixture, list_get, mosia_get};
 
 #[tokio::test]
 async fn latest_protocols_sends_mosias_headers_and_decodes_the_documented_body() {
     let up = Upstreams::start().await;
-    Mock::given(method("GET"))
-        .and(path(MOSIA_PATH))
+    mosia_get()
         .and(header("Authorization", MOSIA_TOKEN))
         .and(header("chaveUnica", "13331584754"))
         .and(header("totalProtocolos", "3"))
@@ -122,8 +119,7 @@ async fn latest_protocols_sends_mosias_headers_and_decodes_the_documented_body()
 #[tokio::test]
 async fn name_comes_from_the_first_totvs_protocol_without_a_unique_key() {
     let up = Upstreams::start().await;
-    Mock::given(method("GET"))
-        .and(path(format!("{API}/00011008000027010/protocols")))
+    list_get()
         .respond_with(ResponseTemplate::new(200).set_body_json(fixture("totvs/protocols.200.json")))
         .expect(1)
         .mount(&up.totvs)
@@ -164,8 +160,7 @@ async fn authorization_protocols_read_every_field_name_style() {
         "hasNext": false,
         "remainingRecords": 0
     });
-    Mock::given(method("GET"))
-        .and(path(format!("{API}/00011008000027010/protocols")))
+    list_get()
         .respond_with(ResponseTemplate::new(200).set_body_json(body))
         .expect(1)
         .mount(&up.totvs)
@@ -271,8 +266,7 @@ async fn authorization_protocols_read_every_field_name_style() {
 #[tokio::test]
 async fn filters_and_paging_travel_as_totvs_query_parameters() {
     let up = Upstreams::start().await;
-    Mock::given(method("GET"))
-        .and(path(format!("{API}/00011008000027010/protocols")))
+    list_get()
         .and(header(
             "Authorization",
             "Bearer eyJhbGciOiJSUzI1NiJ9.sandbox.signature",
@@ -310,8 +304,7 @@ async fn filters_and_paging_travel_as_totvs_query_parameters() {
 #[tokio::test]
 async fn interactions_of_each_protocol_are_read_from_totvs() {
     let up = Upstreams::start().await;
-    Mock::given(method("GET"))
-        .and(path(format!("{API}/00011008000027010/protocols")))
+    list_get()
         .respond_with(ResponseTemplate::new(200).set_body_json(fixture("totvs/protocols.200.json")))
         .mount(&up.totvs)
         .await;
