@@ -43,7 +43,8 @@ enum Command {
     /// Start only the fake Mosia and TOTVS upstreams (no gateway), e.g. for the benchmark.
     ///
     /// Prints `MOSIA_BASE_URL=...` and `TOTVS_BASE_URL=...` on stdout, then runs until
-    /// Ctrl-C or SIGTERM. Credentials: `MOSIA_TOKEN=sandbox-mosia-token`,
+    /// Ctrl-C or SIGTERM; on SIGUSR1 and at exit prints a `SANDBOX_CALLS ...` line of the
+    /// requests served so far, by route. Credentials: `MOSIA_TOKEN=sandbox-mosia-token`,
     /// `TOTVS_USERNAME=sandbox`, `TOTVS_PASSWORD=sandbox-password`.
     Upstreams {
         /// Latency the fake upstreams add to every answer, in milliseconds.
@@ -159,9 +160,45 @@ async fn run_upstreams(latency: Duration, mosia_port: u16, totvs_port: u16) -> R
         .and_then(|()| stdout.flush())
         .map_err(|err| format!("cannot write to stdout: {err}"))?;
     drop(stdout);
-    shutdown_signal().await;
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut usr1) = signal(SignalKind::user_defined1()) {
+            loop {
+                tokio::select! {
+                    () = &mut shutdown => break,
+                    Some(()) = usr1.recv() => print_calls(&upstreams),
+                }
+            }
+        }
+    }
+    shutdown.await;
+    print_calls(&upstreams);
     drop(upstreams);
     Ok(())
+}
+
+/// One line of the requests the fake upstreams served so far, by route: printed on SIGUSR1
+/// and at exit, so that a benchmark can count upstream calls from the upstream's side.
+fn print_calls(upstreams: &Sandbox) {
+    use std::io::Write;
+
+    let c = upstreams.calls();
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(
+        stdout,
+        "SANDBOX_CALLS mosia={} totvs_token={} totvs_protocols={} totvs_interactions={} \
+         totvs_attachments={} totvs_requests={}",
+        c.mosia,
+        c.totvs_token,
+        c.totvs_protocols,
+        c.totvs_interactions,
+        c.totvs_attachments,
+        c.totvs_requests
+    );
+    let _ = stdout.flush();
 }
 
 /// `url` itself when `port` is 0; otherwise binds 127.0.0.1:`port`, relays every connection to

@@ -15,7 +15,8 @@ use std::{
 };
 
 use async_graphql::dataloader::{DataLoader, HashMapCache, Loader};
-use futures::{StreamExt, stream};
+use futures::{StreamExt, stream::FuturesUnordered};
+use tokio::sync::Semaphore;
 
 use crate::{
     graphql::types::{AuthorizationProtocolPage, InteractionPage, ServiceProtocol},
@@ -38,7 +39,8 @@ impl RequestContext {
         let shared = Shared {
             upstreams,
             warnings: warnings.clone(),
-            max_concurrency,
+            mosia_permits: Arc::new(Semaphore::new(max_concurrency)),
+            totvs_permits: Arc::new(Semaphore::new(max_concurrency)),
         };
         fn loader<L>(inner: L) -> DataLoader<L, HashMapCache> {
             DataLoader::with_cache(inner, tokio::spawn, HashMapCache::default())
@@ -91,11 +93,14 @@ impl Warnings {
 struct Shared {
     upstreams: Arc<Upstreams>,
     warnings: Arc<Warnings>,
-    max_concurrency: usize,
+    // Per upstream and per request rather than per batch: a request's keys may reach a loader
+    // in several batches, and the bound holds across all of them.
+    mosia_permits: Arc<Semaphore>,
+    totvs_permits: Arc<Semaphore>,
 }
 
 impl Shared {
-    /// Loads every key with `fetch`, at most `max_concurrency` at a time.
+    /// Loads every key with `fetch`, concurrently, within the request's bound for `service`.
     async fn load_all<K, T, F, Fut>(
         &self,
         service: Service,
@@ -107,9 +112,18 @@ impl Shared {
         F: Fn(K) -> Fut,
         Fut: Future<Output = (K, Result<Fetched<T>, UpstreamError>)>,
     {
-        stream::iter(keys)
-            .map(fetch)
-            .buffer_unordered(self.max_concurrency)
+        let permits = match service {
+            Service::Mosia => &self.mosia_permits,
+            Service::Totvs => &self.totvs_permits,
+        };
+        let fetch = &fetch;
+        keys.into_iter()
+            .map(|key| async move {
+                // The semaphore is never closed, so acquiring only waits.
+                let _permit = permits.acquire().await.ok();
+                fetch(key).await
+            })
+            .collect::<FuturesUnordered<_>>()
             .map(|(key, result)| {
                 let result = result.map(|fetched| {
                     if let Some(age) = fetched.stale_for {

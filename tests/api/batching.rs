@@ -226,9 +226,8 @@ async fn a_404_is_remembered_only_briefly() {
     );
 }
 
-#[tokio::test]
-async fn a_stale_answer_stands_in_for_a_failing_upstream_with_a_warning() {
-    let up = Upstreams::start().await;
+/// Mosia answers the documented body once, then 503 for ever.
+async fn mosia_answers_once_then_fails(up: &Upstreams) {
     mosia_get()
         .respond_with(
             ResponseTemplate::new(200).set_body_json(fixture("mosia/ultimos-protocolos.200.json")),
@@ -240,6 +239,12 @@ async fn a_stale_answer_stands_in_for_a_failing_upstream_with_a_warning() {
         .respond_with(ResponseTemplate::new(503))
         .mount(&up.mosia)
         .await;
+}
+
+#[tokio::test]
+async fn a_stale_answer_stands_in_for_a_failing_upstream_with_a_warning() {
+    let up = Upstreams::start().await;
+    mosia_answers_once_then_fails(&up).await;
     let app = up.app_with(|s| s.cache.mosia_ttl_secs = 1).await;
     let query = LATEST;
 
@@ -259,17 +264,7 @@ async fn a_stale_answer_stands_in_for_a_failing_upstream_with_a_warning() {
 #[tokio::test]
 async fn stale_answers_are_refused_once_older_than_the_bound() {
     let up = Upstreams::start().await;
-    mosia_get()
-        .respond_with(
-            ResponseTemplate::new(200).set_body_json(fixture("mosia/ultimos-protocolos.200.json")),
-        )
-        .up_to_n_times(1)
-        .mount(&up.mosia)
-        .await;
-    mosia_get()
-        .respond_with(ResponseTemplate::new(503))
-        .mount(&up.mosia)
-        .await;
+    mosia_answers_once_then_fails(&up).await;
     let app = up
         .app_with(|s| {
             s.cache.mosia_ttl_secs = 1;

@@ -502,36 +502,33 @@ async fn the_sandbox_refuses_what_totvs_refuses() {
     let (app, _sandbox) = TestApp::with_sandbox().await;
     let attach = |protocol: &str, href: &str| json!({ "input": { "protocol": protocol, "attachments": [{ "href": href }] } });
 
-    let authorized = app
-        .query_with(
-            ATTACH,
-            attach("41750520230415000012", "https://files.example/a.pdf"),
-        )
-        .await;
-    assert_eq!(
-        authorized["errors"][0]["extensions"]["code"], "ATTACHMENTS_NOT_ALLOWED",
-        "{authorized}"
-    );
-    let missing = app
-        .query_with(
-            ATTACH,
-            attach("41750520230620000004", "https://files.example/missing.pdf"),
-        )
-        .await;
-    assert_eq!(
-        missing["errors"][0]["extensions"]["failedUrl"], "https://files.example/missing.pdf",
-        "{missing}"
-    );
-    let unknown = app
-        .query_with(
-            ATTACH,
-            attach("00000000000000000000", "https://files.example/a.pdf"),
-        )
-        .await;
-    assert_eq!(
-        unknown["errors"][0]["extensions"]["code"], "NOT_FOUND",
-        "{unknown}"
-    );
+    let cases = [
+        // Status 1 (authorized) refuses documents: E003.
+        (
+            "41750520230415000012",
+            "https://files.example/a.pdf",
+            "code",
+            "ATTACHMENTS_NOT_ALLOWED",
+        ),
+        // The sandbox cannot download an href containing "missing": E007.
+        (
+            "41750520230620000004",
+            "https://files.example/missing.pdf",
+            "failedUrl",
+            "https://files.example/missing.pdf",
+        ),
+        // E004.
+        (
+            "00000000000000000000",
+            "https://files.example/a.pdf",
+            "code",
+            "NOT_FOUND",
+        ),
+    ];
+    for (protocol, href, key, want) in cases {
+        let response = app.query_with(ATTACH, attach(protocol, href)).await;
+        assert_eq!(response["errors"][0]["extensions"][key], want, "{response}");
+    }
 }
 
 #[tokio::test]
