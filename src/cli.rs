@@ -160,24 +160,28 @@ async fn run_upstreams(latency: Duration, mosia_port: u16, totvs_port: u16) -> R
         .and_then(|()| stdout.flush())
         .map_err(|err| format!("cannot write to stdout: {err}"))?;
     drop(stdout);
-    let shutdown = shutdown_signal();
-    tokio::pin!(shutdown);
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut usr1) = signal(SignalKind::user_defined1()) {
-            loop {
-                tokio::select! {
-                    () = &mut shutdown => break,
-                    Some(()) = usr1.recv() => print_calls(&upstreams),
-                }
-            }
-        }
+    tokio::select! {
+        () = shutdown_signal() => {},
+        () = print_calls_on_usr1(&upstreams) => {},
     }
-    shutdown.await;
     print_calls(&upstreams);
     drop(upstreams);
     Ok(())
+}
+
+/// Prints the calls on every SIGUSR1; never returns.
+async fn print_calls_on_usr1(upstreams: &Sandbox) {
+    #[cfg(unix)]
+    if let Ok(mut usr1) =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
+    {
+        while usr1.recv().await.is_some() {
+            print_calls(upstreams);
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = upstreams;
+    std::future::pending::<()>().await;
 }
 
 /// One line of the requests the fake upstreams served so far, by route: printed on SIGUSR1

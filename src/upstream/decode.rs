@@ -81,8 +81,16 @@ impl Folded {
     pub fn get(&self, folded_key: &str) -> Option<&Value> {
         self.0.get(folded_key)
     }
+    /// An optional value: `""` is absent.
     pub fn text(&self, folded_key: &str) -> Option<String> {
         text(self.get(folded_key))
+    }
+    /// A value the upstream documents as required: kept as sent, `""` included.
+    pub fn required(&self, folded_key: &str) -> Option<String> {
+        match self.get(folded_key)? {
+            Value::String(s) => Some(s.clone()),
+            other => text(Some(other)),
+        }
     }
 }
 

@@ -390,8 +390,14 @@ fn protocol_from(
     subscriber_id: Option<&str>,
 ) -> Result<AuthorizationProtocol, String> {
     let item = Folded::new(item);
-    let required = |key: &str| item.text(key).ok_or_else(|| format!("missing {key}"));
-    let status_code = required("status")?;
+    // Without its number a protocol cannot be told apart; any other documented-required field
+    // that is missing reads as "" rather than failing the whole page.
+    let required = |key: &str| item.required(key).unwrap_or_default();
+    let protocol = item
+        .required("protocol")
+        .filter(|p| !p.trim().is_empty())
+        .ok_or("missing protocol")?;
+    let status_code = required("status");
     let auth_type = item.text("authtype");
     let auth_type_parsed = auth_type.as_deref().and_then(AuthorizationType::from_code);
     if auth_type.is_some() && auth_type_parsed.is_none() {
@@ -406,14 +412,14 @@ fn protocol_from(
         date.map(Date)
     };
     Ok(AuthorizationProtocol {
-        protocol: ID(required("protocol")?),
+        protocol: ID(protocol),
         subscriber_id: ID(item
             .text("subscriberid")
             .or_else(|| subscriber_id.map(str::to_owned))
-            .ok_or("missing subscriberId")?),
-        beneficiary_name: required("name")?,
+            .unwrap_or_default()),
+        beneficiary_name: required("name"),
         professional: Professional {
-            name: item.text("professionalname").unwrap_or_default(),
+            name: required("professionalname"),
             council: item.text("professionalcouncil"),
             council_number: item.text("professionalcouncilnumber"),
             council_state: item.text("stateabbreviation"),
@@ -430,15 +436,15 @@ fn protocol_from(
 fn interaction_from(item: Map<String, Value>) -> Result<Interaction, String> {
     let item = Folded::new(item);
     Ok(Interaction {
-        sector: item.text("sector").unwrap_or_default(),
-        beneficiary_name: item.text("name").unwrap_or_default(),
+        sector: item.required("sector").unwrap_or_default(),
+        beneficiary_name: item.required("name").unwrap_or_default(),
         date: item
             .text("interactiondate")
             .as_deref()
             .and_then(decode::date)
             .map(Date),
-        reason: item.text("defaultreason").unwrap_or_default(),
-        observation: item.text("observation").unwrap_or_default(),
+        reason: item.required("defaultreason").unwrap_or_default(),
+        observation: item.required("observation").unwrap_or_default(),
     })
 }
 
@@ -648,6 +654,16 @@ mod tests {
         let p = protocol_from(item, None).unwrap();
         assert_eq!(p.status, AuthorizationStatus::Unknown);
         assert_eq!(p.status_code, "5");
+    }
+
+    #[test]
+    fn required_fields_carry_empty_strings_as_sent_but_a_protocol_needs_its_number() {
+        let item = object(json!({"protocol": "1", "name": "", "status": "7"}));
+        let p = protocol_from(item, Some("00011008000027010")).unwrap();
+        assert_eq!(p.beneficiary_name, "");
+        assert_eq!(p.professional.name, "");
+        assert_eq!(p.subscriber_id.as_str(), "00011008000027010");
+        assert!(protocol_from(object(json!({"protocol": "", "name": "A"})), None).is_err());
     }
 
     #[test]
