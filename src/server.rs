@@ -3,10 +3,7 @@
 
 use std::{future::Future, net::SocketAddr, sync::Arc};
 
-use async_graphql::{
-    ServerError, Value,
-    parser::types::{DocumentOperations, OperationType},
-};
+use async_graphql::{ServerError, Value, parser::types::OperationType};
 use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
 use axum::{
     Json, Router,
@@ -20,7 +17,7 @@ use tower_http::{catch_panic::CatchPanicLayer, limit::RequestBodyLimitLayer, tra
 
 use crate::{
     config::Settings,
-    graphql::{self, AppSchema, loaders::RequestContext},
+    graphql::{self, AppSchema, loaders::RequestContext, order},
     metrics::Metrics,
     upstream::Upstreams,
 };
@@ -199,28 +196,21 @@ async fn graphiql_asset(State(state): State<AppState>, Path(file): Path<String>)
 /// Whether the operation the request would run is a mutation. A document that does not parse
 /// is left to the executor, which reports the syntax error.
 fn is_mutation(request: &async_graphql::Request) -> bool {
-    let Ok(document) = async_graphql::parser::parse_query(&request.query) else {
-        return false;
-    };
-    let mut operations: Vec<_> = match &document.operations {
-        DocumentOperations::Single(op) => vec![(None, op)],
-        DocumentOperations::Multiple(ops) => ops
-            .iter()
-            .map(|(name, op)| (Some(name.as_str()), op))
-            .collect(),
-    };
-    if let Some(wanted) = request.operation_name.as_deref() {
-        operations.retain(|(name, _)| *name == Some(wanted));
-    }
-    operations
-        .iter()
-        .any(|(_, op)| op.node.ty == OperationType::Mutation)
+    async_graphql::parser::parse_query(&request.query).is_ok_and(|document| {
+        order::selected_operation(&document, request.operation_name.as_deref())
+            .is_some_and(|op| op.ty == OperationType::Mutation)
+    })
 }
 
 async fn execute(state: &AppState, request: async_graphql::Request) -> GraphQLResponse {
     let context = RequestContext::new(state.upstreams.clone(), state.max_concurrency);
     let warnings = context.warnings.clone();
+    let query = request.query.clone();
+    let operation_name = request.operation_name.clone();
     let mut response = state.schema.execute(request.data(context)).await;
+    if matches!(response.data, Value::Object(_)) {
+        order::order_like_query(&mut response.data, &query, operation_name.as_deref());
+    }
     for error in &mut response.errors {
         add_default_code(error);
     }

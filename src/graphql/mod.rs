@@ -3,6 +3,7 @@
 pub(crate) mod errors;
 pub(crate) mod loaders;
 pub(crate) mod mutation;
+pub(crate) mod order;
 pub(crate) mod query;
 pub(crate) mod scalars;
 pub(crate) mod types;

@@ -283,3 +283,30 @@ async fn graphiqls_introspection_query_passes_the_depth_and_complexity_limits() 
     let types = response["data"]["__schema"]["types"].as_array().unwrap();
     assert!(types.iter().any(|t| t["name"] == "AuthorizationProtocol"));
 }
+
+#[tokio::test]
+async fn fields_come_back_in_the_order_the_query_asked_for_them() {
+    let up = Upstreams::start().await;
+    mosia_get()
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(fixture("mosia/ultimos-protocolos.200.json"))
+                .set_delay(std::time::Duration::from_millis(200)),
+        )
+        .mount(&up.mosia)
+        .await;
+    let app = up.app().await;
+
+    // `latestProtocols` waits for Mosia; `uniqueKey` is known at once.
+    let body = app
+        .post(&json!({ "query": r#"{ beneficiary(uniqueKey: "13331584754") { latestProtocols(limit: 1) { number } uniqueKey } }"# }))
+        .await
+        .text()
+        .await
+        .unwrap();
+
+    assert_eq!(
+        body,
+        r#"{"data":{"beneficiary":{"latestProtocols":[{"number":"1111120240710000017"}],"uniqueKey":"13331584754"}}}"#
+    );
+}
