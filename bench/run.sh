@@ -140,20 +140,42 @@ peak_rss_mib() {
 }
 now_ms() { date +%s%3N; }
 
-# Sum of the upstream call counters (mosia + totvs + totvs_token) on /metrics, or one of them.
+# protocol_graph_upstream_calls_total on /metrics: one service, or (no label) all upstream
+# HTTP calls = mosia + totvs. The gateway counts every TOTVS HTTP call, token calls included,
+# under service="totvs"; service="totvs_token" is a sub-count of those, so it is not added.
 metric() {
     local url=$1 label=${2:-}
     curl -fsS --max-time 5 "$url/metrics" |
         awk -v label="$label" '
             /^protocol_graph_upstream_calls_total\{/ {
-                if (label == "" || index($1, "service=\"" label "\"")) s += $2
+                if (label == "" && (index($1, "service=\"mosia\"") || index($1, "service=\"totvs\""))) s += $2
+                else if (label != "" && index($1, "service=\"" label "\"")) s += $2
             }
             END { printf "%d", s }'
 }
-# mosia + totvs, without token calls.
+# Calls for resources (mosia + totvs), token calls left out.
 resource_calls() {
     local url=$1
-    echo $(($(metric "$url" mosia) + $(metric "$url" totvs)))
+    echo $(($(metric "$url") - $(metric "$url" totvs_token)))
+}
+
+# What the fake upstreams served so far, from their side (SIGUSR1 makes them print a line):
+# sets SERVED_TOTAL and SERVED[route] (mosia, totvs_token, totvs_protocols, ...).
+declare -A SERVED
+upstream_served() {
+    local before deadline word
+    before=$(grep -c '^SANDBOX_CALLS' "$TMP/upstreams.out" || true)
+    kill -USR1 "$UP_PID"
+    deadline=$(($(now_ms) + 5000))
+    until (($(grep -c '^SANDBOX_CALLS' "$TMP/upstreams.out" || true) > before)); do
+        (($(now_ms) < deadline)) || die "the fake upstreams did not report their calls"
+        sleep 0.02
+    done
+    SERVED_TOTAL=0
+    for word in $(grep '^SANDBOX_CALLS' "$TMP/upstreams.out" | tail -n 1 | cut -d' ' -f2-); do
+        SERVED[${word%%=*}]=${word#*=}
+        SERVED_TOTAL=$((SERVED_TOTAL + ${word#*=}))
+    done
 }
 counter() {
     curl -fsS --max-time 5 "$1/metrics" | awk -v name="$2" '$1 == name { printf "%d", $2; f = 1 } END { if (!f) printf "0" }'
@@ -276,8 +298,9 @@ children_cpu_s() {
         printf "%.3f", t }' "$TMP/times.txt"
 }
 
-# Rows of the table, in order.
+# Rows of the table, in order; rows whose call counts disagree between gateway and upstreams.
 ROWS=()
+MISMATCH=()
 CEILING_RPS=
 
 # measure KEY LABEL CACHE URL PID BODY WARMUP ITEMS
@@ -291,6 +314,8 @@ measure() {
     local c0 c1 c2 e0 e1 sent=0 m0 m1 gw0 gw1 up0 up1 cpu0 cpu1 rss cpq vs errs
     log "row: $label"
     c0=$(metric "$url")
+    upstream_served
+    local s0=$SERVED_TOTAL s2
     e0=$(counter "$url" protocol_graph_upstream_errors_total)
     if [[ $warmup != none ]]; then
         graphql_check "$url" "$body" "$items"
@@ -321,6 +346,9 @@ measure() {
         sent=$((sent + 1))
     fi
     c2=$(metric "$url")
+    upstream_served
+    s2=$SERVED_TOTAL
+    ((s2 - s0 == c2 - c0)) || MISMATCH+=("$label: gateway $((c2 - c0)), upstreams $((s2 - s0))")
     e1=$(counter "$url" protocol_graph_upstream_errors_total)
     rss=$(peak_rss_mib "$pid")
     sent=$((sent + WRK_REQUESTS))
@@ -336,13 +364,18 @@ measure() {
     log "  $WRK_RPS req/s, p50 $WRK_P50 ms, p99 $WRK_P99 ms, $cpq upstream calls/query, peak RSS $rss MiB, errors $errs, CPU gw/up/wrk/all $cpu %"
 }
 
-# serial_check URL BODY: resource calls (mosia + totvs, no token) per query over SERIAL queries.
+# serial_check URL BODY: resource calls (mosia + totvs, no token) over SERIAL sequential
+# queries, as the gateway counts them (SERIAL_GW) and as the fake upstreams served them (SERIAL_UP).
 serial_check() {
-    local url=$1 body=$2 c0 c1 i
+    local url=$1 body=$2 c0 c1 s0 s1 i
     c0=$(resource_calls "$url")
+    upstream_served
+    s0=$((SERVED_TOTAL - SERVED[totvs_token]))
     for ((i = 0; i < SERIAL; i++)); do graphql_check "$url" "$body" 20; done
     c1=$(resource_calls "$url")
-    echo $((c1 - c0))
+    upstream_served
+    s1=$((SERVED_TOTAL - SERVED[totvs_token]))
+    SERIAL_GW=$((c1 - c0)) SERIAL_UP=$((s1 - s0))
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -380,7 +413,8 @@ measure a "(a) latestProtocols, warm" on "$ON_URL" "$ON_PID" "$Q_LATEST" one 0
 A_WINDOW=$WINDOW_CALLS
 measure c_warm "(c) fan-out, warm" on "$ON_URL" "$ON_PID" "$Q_FANOUT" one 20
 C_WARM_WINDOW=$WINDOW_CALLS
-C_WARM_SERIAL=$(serial_check "$ON_URL" "$Q_FANOUT")
+serial_check "$ON_URL" "$Q_FANOUT"
+C_WARM_SERIAL=$SERIAL_GW C_WARM_SERIAL_UP=$SERIAL_UP
 stop_gateway "$ON_PID"
 
 # Cache off: (b) and (c) cold.
@@ -388,7 +422,8 @@ start_gateway cache-off $'[cache]\nenabled = false'
 OFF_URL=$GW_URL OFF_PID=$GW_PID
 measure b "(b) latestProtocols, cold" off "$OFF_URL" "$OFF_PID" "$Q_LATEST" wrk 0
 measure c_cold "(c) fan-out, cold" off "$OFF_URL" "$OFF_PID" "$Q_FANOUT" wrk 20
-C_COLD_SERIAL=$(serial_check "$OFF_URL" "$Q_FANOUT")
+serial_check "$OFF_URL" "$Q_FANOUT"
+C_COLD_SERIAL=$SERIAL_GW C_COLD_SERIAL_UP=$SERIAL_UP
 stop_gateway "$OFF_PID"
 
 # Variant: cache off, per-upstream concurrency high enough for all 20 interactions at once.
@@ -399,8 +434,10 @@ stop_gateway "$GW_PID"
 # BURST concurrent identical cold fan-out queries on a fresh cache-on gateway.
 start_gateway burst $'[cache]\nenabled = true'
 BURST_URL=$GW_URL BURST_PID=$GW_PID
-b_m0=$(metric "$BURST_URL" mosia) b_t0=$(metric "$BURST_URL" totvs) b_k0=$(metric "$BURST_URL" totvs_token)
+b_g0=$(metric "$BURST_URL") b_k0=$(metric "$BURST_URL" totvs_token)
 b_co0=$(counter "$BURST_URL" protocol_graph_cache_coalesced_total)
+upstream_served
+u_m0=${SERVED[mosia]} u_p0=${SERVED[totvs_protocols]} u_i0=${SERVED[totvs_interactions]} u_k0=${SERVED[totvs_token]}
 log "burst: $BURST concurrent identical fan-out queries"
 urls=()
 for ((i = 0; i < BURST; i++)); do urls+=("$BURST_URL/graphql"); done
@@ -418,10 +455,12 @@ t1=$(now_ms)
 burst_ok=$(grep -c '^@@status 200$' "$TMP/burst.out" || true)
 burst_full=$( (grep -o '"authorizationProtocols":{"items":\[' "$TMP/burst.out" || true) | wc -l)
 burst_errors=$( (grep -o '"errors"' "$TMP/burst.out" || true) | wc -l)
-b_m=$(($(metric "$BURST_URL" mosia) - b_m0))
-b_t=$(($(metric "$BURST_URL" totvs) - b_t0))
+b_g=$(($(metric "$BURST_URL") - b_g0))
 b_k=$(($(metric "$BURST_URL" totvs_token) - b_k0))
 b_co=$(($(counter "$BURST_URL" protocol_graph_cache_coalesced_total) - b_co0))
+upstream_served
+u_m=$((SERVED[mosia] - u_m0)) u_p=$((SERVED[totvs_protocols] - u_p0))
+u_i=$((SERVED[totvs_interactions] - u_i0)) u_k=$((SERVED[totvs_token] - u_k0))
 b_rss=$(peak_rss_mib "$BURST_PID")
 stop_gateway "$BURST_PID"
 
@@ -442,12 +481,12 @@ target_of() {
         fcmp "$p50" $((L + 2)) '<=' || miss+=("p50 > $((L + 2)) ms")
         ;;
     c_warm)
-        ((C_WARM_WINDOW == 0 && C_WARM_SERIAL == 0)) ||
+        ((C_WARM_WINDOW == 0 && C_WARM_SERIAL == 0 && C_WARM_SERIAL_UP == 0)) ||
             miss+=("upstream calls when warm: $C_WARM_WINDOW in the run, $C_WARM_SERIAL in $SERIAL serial queries")
         ;;
     c_cold | c_cold_mc)
         fcmp "$p50" $((2 * L)) '<' || miss+=("p50 ≥ $((2 * L)) ms")
-        if [[ $key == c_cold ]] && ((C_COLD_SERIAL != 22 * SERIAL)); then
+        if [[ $key == c_cold ]] && ((C_COLD_SERIAL != 22 * SERIAL || C_COLD_SERIAL_UP != 22 * SERIAL)); then
             miss+=("$C_COLD_SERIAL resource calls for $SERIAL serial queries, not $((22 * SERIAL))")
         fi
         ;;
@@ -485,19 +524,28 @@ git_dirty=$(cd "$ROOT" && git status --porcelain 2>/dev/null | grep -q . && echo
     done
     echo "$REF_ROW"
     echo
-    bt=$((b_m + b_t))
-    if ((b_m == 1 && b_t == 21 && b_k <= 1 && burst_ok == BURST && burst_full == BURST && burst_errors == 0)); then
+    if ((u_m == 1 && u_p == 1 && u_i == 20 && u_k <= 1 && b_g - b_k == 22 && burst_ok == BURST &&
+        burst_full == BURST && burst_errors == 0)); then
         bv=met
     else
         bv="**missed**"
     fi
     echo "$BURST concurrent identical cold fan-out queries (fresh cache-on gateway): $burst_ok/$BURST HTTP 200," \
-        "$burst_full complete, $burst_errors with errors, in $((t1 - t0)) ms; upstream calls: mosia $b_m + totvs $b_t" \
-        "= $bt (target 22 = 1 + 1 + 20) plus $b_k token call(s); $b_co reads coalesced; peak RSS $b_rss MiB: $bv."
+        "$burst_full complete, $burst_errors with errors, in $((t1 - t0)) ms. The fake upstreams served" \
+        "Mosia $u_m + TOTVS list $u_p + interactions $u_i = $((u_m + u_p + u_i)) (target 22 = 1 + 1 + 20)" \
+        "plus $u_k token call(s); the gateway counted $b_g upstream calls ($b_k token);" \
+        "$b_co reads coalesced; peak RSS $b_rss MiB: $bv."
     echo
-    echo "Exact checks, $SERIAL sequential fan-out queries: cold $C_COLD_SERIAL resource calls" \
-        "($(awk -v c="$C_COLD_SERIAL" -v n="$SERIAL" 'BEGIN { printf "%.2f", c / n }') per query, target 22)," \
-        "warm $C_WARM_SERIAL (target 0)."
+    echo "Exact checks, $SERIAL sequential fan-out queries (resource calls, token calls left out):" \
+        "cold $C_COLD_SERIAL by the gateway's counters, $C_COLD_SERIAL_UP served by the fake upstreams" \
+        "(target $((22 * SERIAL)) = 22 per query); warm $C_WARM_SERIAL / $C_WARM_SERIAL_UP (target 0)."
+    if ((${#MISMATCH[@]})); then
+        echo
+        echo "Counter cross-check: the gateway's /metrics and the fake upstreams disagree on: ${MISMATCH[*]}."
+    else
+        echo
+        echo "Counter cross-check: for every row the gateway's upstream-call counters match the requests the fake upstreams served."
+    fi
 } >"$TMP/report.md"
 
 cp "$TMP/report.md" "$OUT_MD"

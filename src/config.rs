@@ -156,6 +156,9 @@ pub struct ServerSettings {
     pub max_complexity: usize,
     /// Serve GraphiQL and allow introspection.
     pub graphiql: bool,
+    /// Browser origins allowed to call `/graphql` (CORS), e.g. `["https://app.example.com"]`;
+    /// empty sends no CORS headers, `["*"]` allows any origin.
+    pub cors_allowed_origins: Vec<String>,
 }
 
 impl Default for ServerSettings {
@@ -165,6 +168,7 @@ impl Default for ServerSettings {
             max_depth: 32,
             max_complexity: 5_000,
             graphiql: true,
+            cors_allowed_origins: Vec::new(),
         }
     }
 }
@@ -269,6 +273,20 @@ impl Settings {
             server: raw.server,
         };
         settings.check_ranges()?;
+        for origin in &settings.server.cors_allowed_origins {
+            let valid = origin == "*"
+                || Url::parse(origin).is_ok_and(|url| {
+                    matches!(url.scheme(), "http" | "https")
+                        && url.path() == "/"
+                        && !origin.ends_with('/')
+                });
+            if !valid {
+                return Err(ConfigError::Invalid {
+                    name: "server.cors_allowed_origins",
+                    reason: format!("{origin:?} is not an origin like https://app.example.com"),
+                });
+            }
+        }
         Ok(settings)
     }
 
@@ -388,6 +406,32 @@ mod tests {
     fn a_base_url_with_credentials_is_refused_by_name() {
         let err = base_url("TOTVS_BASE_URL", Some("https://u:p@host/rest".into())).unwrap_err();
         assert!(err.to_string().starts_with("TOTVS_BASE_URL is invalid"));
+    }
+
+    #[test]
+    fn cors_origins_must_be_bare_origins() {
+        let settings = |origins: &[&str]| {
+            let mut raw = RawSettings {
+                mosia: RawMosia {
+                    base_url: Some("http://m".into()),
+                    token: Some(Secret::new("t")),
+                },
+                totvs: RawTotvs {
+                    base_url: Some("http://t/rest".into()),
+                    username: Some(Secret::new("u")),
+                    password: Some(Secret::new("p")),
+                },
+                ..RawSettings::default()
+            };
+            raw.server.cors_allowed_origins = origins.iter().map(|o| o.to_string()).collect();
+            Settings::from_raw(raw)
+        };
+        assert!(settings(&["https://app.example.com", "*"]).is_ok());
+        let err = settings(&["https://app.example.com/path"]).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("server.cors_allowed_origins is invalid")
+        );
     }
 
     #[test]

@@ -8,12 +8,17 @@ use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
 use axum::{
     Json, Router,
     extract::{Path, Request, State},
-    http::{HeaderValue, StatusCode, header},
+    http::{HeaderValue, Method, StatusCode, header},
     response::{Html, IntoResponse, Redirect, Response},
     routing::get,
 };
 use tokio::net::TcpListener;
-use tower_http::{catch_panic::CatchPanicLayer, limit::RequestBodyLimitLayer, trace::TraceLayer};
+use tower_http::{
+    catch_panic::CatchPanicLayer,
+    cors::{AllowOrigin, CorsLayer},
+    limit::RequestBodyLimitLayer,
+    trace::TraceLayer,
+};
 
 use crate::{
     config::Settings,
@@ -66,11 +71,13 @@ impl Application {
             .route("/graphql", get(graphql_get).post(graphql_post))
             .route("/", get(|| async { Redirect::temporary("/graphql") }))
             .route("/healthz", get(|| async { "ok" }))
+            .route("/readyz", get(|| async { "ok" }))
             .route("/graphiql/{file}", get(graphiql_asset))
             .route("/metrics", get(metrics_text))
             .fallback(not_found)
             .with_state(state)
             .layer(RequestBodyLimitLayer::new(settings.server.max_body_bytes))
+            .layer(cors(&settings.server.cors_allowed_origins))
             .layer(CatchPanicLayer::custom(|_| internal_error()))
             .layer(TraceLayer::new_for_http());
         let addr = settings.listen_addr;
@@ -263,6 +270,21 @@ fn add_default_code(error: &mut ServerError) {
         .extensions
         .get_or_insert_with(Default::default)
         .set("code", code);
+}
+
+/// CORS for the configured browser origins; none configured, no CORS headers at all.
+fn cors(origins: &[String]) -> CorsLayer {
+    let allow_origin = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        // Origins are checked when the settings are read.
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    CorsLayer::new()
+        .allow_origin(allow_origin)
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION, header::ACCEPT])
+        .max_age(std::time::Duration::from_secs(600))
 }
 
 async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {

@@ -310,3 +310,27 @@ async fn fields_come_back_in_the_order_the_query_asked_for_them() {
         r#"{"data":{"beneficiary":{"latestProtocols":[{"number":"1111120240710000017"}],"uniqueKey":"13331584754"}}}"#
     );
 }
+
+#[tokio::test]
+async fn only_configured_browser_origins_get_cors_headers() {
+    let up = Upstreams::start().await;
+    let app = up
+        .app_with(|s| s.server.cors_allowed_origins = vec!["https://app.example.com".into()])
+        .await;
+    let preflight = |origin: &'static str| {
+        app.client
+            .request(reqwest::Method::OPTIONS, format!("{}/graphql", app.address))
+            .header("Origin", origin)
+            .header("Access-Control-Request-Method", "POST")
+            .header("Access-Control-Request-Headers", "content-type")
+            .send()
+    };
+
+    let allowed = preflight("https://app.example.com").await.unwrap();
+    assert_eq!(
+        allowed.headers()["access-control-allow-origin"],
+        "https://app.example.com"
+    );
+    let other = preflight("https://evil.example").await.unwrap();
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+}
