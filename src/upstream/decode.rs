@@ -81,6 +81,9 @@ impl Folded {
     pub fn get(&self, folded_key: &str) -> Option<&Value> {
         self.0.get(folded_key)
     }
+    pub fn take(&mut self, folded_key: &str) -> Option<Value> {
+        self.0.remove(folded_key)
+    }
     /// An optional value: `""` is absent.
     pub fn text(&self, folded_key: &str) -> Option<String> {
         text(self.get(folded_key))

@@ -356,14 +356,14 @@ fn decode_page(body: &[u8]) -> Result<Page<Map<String, Value>>, String> {
     else {
         return Err("expected an object".into());
     };
-    let page = Folded::new(object);
-    let Some(Value::Array(items)) = page.get("items") else {
+    let mut page = Folded::new(object);
+    let Some(Value::Array(items)) = page.take("items") else {
         return Err("items is not an array".into());
     };
     let items = items
-        .iter()
+        .into_iter()
         .map(|item| match item {
-            Value::Object(object) => Ok(object.clone()),
+            Value::Object(object) => Ok(object),
             _ => Err("an item is not an object".to_owned()),
         })
         .collect::<Result<Vec<_>, _>>()?;
