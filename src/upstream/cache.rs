@@ -62,25 +62,6 @@ pub(crate) enum CacheKey {
     Interactions(InteractionQuery),
 }
 
-impl CacheKey {
-    /// What a mutation may change this entry through.
-    fn subject(&self) -> Option<Subject> {
-        match self {
-            CacheKey::Latest { .. } => None,
-            CacheKey::Protocols { subscriber_id, .. } => {
-                Some(Subject::Subscriber(subscriber_id.clone()))
-            }
-            CacheKey::Interactions(query) => Some(Subject::Protocol(query.protocol.clone())),
-        }
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-enum Subject {
-    Subscriber(String),
-    Protocol(String),
-}
-
 #[derive(Clone, Debug)]
 pub(crate) enum Value {
     Latest(Arc<Vec<ServiceProtocol>>),
@@ -147,8 +128,10 @@ pub struct ResponseCache {
     /// The last good answer per key, for outages. `None` when stale serving is off.
     stale: Option<Cache<CacheKey, Entry>>,
     stale_for: Duration,
-    /// When each subscriber or protocol was last changed by a mutation.
-    changed: moka::sync::Cache<Subject, Instant>,
+    /// When each subscriber was last changed by a mutation (a protocol added or changed).
+    changed_subscribers: moka::sync::Cache<String, Instant>,
+    /// When each protocol was last changed by a mutation.
+    changed_protocols: moka::sync::Cache<String, Instant>,
     metrics: Arc<Metrics>,
 }
 
@@ -181,17 +164,21 @@ impl ResponseCache {
                 .time_to_live(stale_for)
                 .build()
         });
-        let changed = moka::sync::Cache::builder()
-            .max_capacity(100_000)
-            .time_to_live(longest.max(stale_for) + Duration::from_secs(1))
-            .build();
+        // Remembered as long as any entry fetched before the change could still be served.
+        let changes = || {
+            moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(longest.max(stale_for) + Duration::from_secs(1))
+                .build()
+        };
         Self {
             enabled: settings.enabled,
             max_bytes: settings.max_bytes,
             fresh,
             stale,
             stale_for,
-            changed,
+            changed_subscribers: changes(),
+            changed_protocols: changes(),
             metrics,
         }
     }
@@ -295,21 +282,40 @@ impl ResponseCache {
         })
     }
 
-    /// Whether no mutation changed the entry's subject after its fetch started.
+    /// Whether no mutation changed what the entry shows after its fetch started: the
+    /// subscriber of a list, any protocol in a list (so a list stays fresh even when a
+    /// mutation's answer did not name the subscriber), the protocol of interactions.
     fn is_current(&self, key: &CacheKey, entry: &Entry) -> bool {
-        key.subject()
-            .and_then(|subject| self.changed.get(&subject))
-            .is_none_or(|changed_at| entry.started > changed_at)
+        let before = |changed_at: Instant| entry.started > changed_at;
+        let protocol_unchanged =
+            |protocol: &str| self.changed_protocols.get(protocol).is_none_or(before);
+        match (key, &entry.value) {
+            (CacheKey::Latest { .. }, _) => true,
+            (CacheKey::Interactions(query), _) => protocol_unchanged(&query.protocol),
+            (CacheKey::Protocols { subscriber_id, .. }, value) => {
+                self.changed_subscribers
+                    .get(subscriber_id)
+                    .is_none_or(before)
+                    && match value {
+                        Value::Protocols(page) => page
+                            .items
+                            .iter()
+                            .all(|item| protocol_unchanged(&item.protocol)),
+                        _ => true,
+                    }
+            }
+        }
     }
 
     /// Forgets what a mutation of `protocol` (of `subscriber_id`) made outdated: the
     /// subscriber's protocol lists and the protocol's interactions.
     pub fn invalidate_protocol(&self, subscriber_id: &str, protocol: &str) {
         let now = Instant::now();
-        self.changed
-            .insert(Subject::Subscriber(subscriber_id.to_owned()), now);
-        self.changed
-            .insert(Subject::Protocol(protocol.to_owned()), now);
+        if !subscriber_id.is_empty() {
+            self.changed_subscribers
+                .insert(subscriber_id.to_owned(), now);
+        }
+        self.changed_protocols.insert(protocol.to_owned(), now);
     }
 }
 

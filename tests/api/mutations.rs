@@ -9,7 +9,7 @@ use wiremock::{
     matchers::{body_json, method, path},
 };
 
-use crate::helpers::{API, TestApp, Upstreams, assert_no_secrets, fixture, list_get};
+use crate::helpers::{API, LIST, TestApp, Upstreams, assert_no_secrets, fixture, list_get};
 
 const ATTACH: &str = r#"mutation($input: AddAuthorizationAttachmentsInput!) {
     addAuthorizationAttachments(input: $input) { protocol subscriberId beneficiaryName status statusCode
@@ -556,4 +556,26 @@ async fn a_requested_authorization_appears_in_the_subscribers_list() {
     };
     assert_eq!(items(&after).len(), items(&before).len() + 1);
     assert!(items(&after).iter().any(|p| p["protocol"] == protocol));
+}
+
+#[tokio::test]
+async fn a_list_holding_a_changed_protocol_is_fresh_even_when_totvs_omits_the_subscriber() {
+    let up = Upstreams::start().await;
+    list_get()
+        .respond_with(ResponseTemplate::new(200).set_body_json(fixture("totvs/protocols.200.json")))
+        .expect(2)
+        .mount(&up.totvs)
+        .await;
+    let mut answer = fixture("totvs/attachments.201.json");
+    answer["protocol"] = json!("41750520230601000030");
+    answer.as_object_mut().unwrap().remove("subscriberId");
+    totvs_attach_answers(&up, ResponseTemplate::new(201).set_body_json(answer), 1).await;
+    let app = up.app().await;
+    let mut input = documented_input();
+    input["input"]["protocol"] = json!("41750520230601000030");
+
+    app.query(LIST).await;
+    app.query(LIST).await; // cached
+    app.query_with(ATTACH, input).await;
+    app.query(LIST).await; // the list holds the changed protocol: read again
 }
