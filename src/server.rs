@@ -210,11 +210,13 @@ fn is_mutation(request: &async_graphql::Request) -> bool {
 }
 
 async fn execute(state: &AppState, request: async_graphql::Request) -> GraphQLResponse {
-    let context = RequestContext::new(state.upstreams.clone(), state.max_concurrency);
+    let (context, batches) = RequestContext::new(state.upstreams.clone(), state.max_concurrency);
     let warnings = context.warnings.clone();
     let query = request.query.clone();
     let operation_name = request.operation_name.clone();
-    let mut response = state.schema.execute(request.data(context)).await;
+    let mut response = batches
+        .drive(state.schema.execute(request.data(context)))
+        .await;
     if matches!(response.data, Value::Object(_)) {
         order::order_like_query(&mut response.data, &query, operation_name.as_deref());
     }
