@@ -97,7 +97,7 @@ impl Default for UpstreamSettings {
             get_retries: 1,
             retry_backoff_ms: 50,
             token_refresh_margin_secs: 60,
-            pool_max_idle_per_host: 64,
+            pool_max_idle_per_host: 256,
         }
     }
 }
