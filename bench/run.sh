@@ -6,7 +6,7 @@
 #
 # Environment: LATENCY_MS (fake upstream latency, default 20), DURATION (seconds per measured
 # run, default 10), WARMUP (seconds of wrk warm-up before cold runs, default 2), CONNECTIONS
-# (default 32), THREADS (wrk threads, default 1: best on 2 cores, see README), SKIP_BUILD=1 (use
+# (default 32), THREADS (wrk threads, default 2, see README), SKIP_BUILD=1 (use
 # the existing target/release/protocol-graph), BURST (size of the concurrent burst, default 100).
 #
 # Everything listens on 127.0.0.1 only. Every process started here is stopped on exit.
@@ -16,7 +16,7 @@ LATENCY_MS=${LATENCY_MS:-20}
 DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-2}
 CONNECTIONS=${CONNECTIONS:-32}
-THREADS=${THREADS:-1}
+THREADS=${THREADS:-2}
 BURST=${BURST:-100}
 SERIAL=10 # sequential queries of the exact upstream-call checks
 
@@ -139,6 +139,13 @@ peak_rss_mib() {
     awk '/^VmHWM:/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status"
 }
 now_ms() { date +%s%3N; }
+# join SEP ITEM...: the items separated by SEP.
+join() {
+    local sep=$1 out=${2:-} item
+    shift 2 || return 0
+    for item in "$@"; do out+="$sep$item"; done
+    printf '%s' "$out"
+}
 
 # protocol_graph_upstream_calls_total on /metrics: one service, or (no label) all upstream
 # HTTP calls = mosia + totvs. The gateway counts every TOTVS HTTP call, token calls included,
@@ -165,7 +172,7 @@ declare -A SERVED
 upstream_served() {
     local before deadline word
     before=$(grep -c '^SANDBOX_CALLS' "$TMP/upstreams.out" || true)
-    kill -USR1 "$UP_PID"
+    kill -USR1 "$UP_PID" 2>/dev/null || die "the fake upstreams (pid $UP_PID) are gone: $(tail -n 3 "$TMP/upstreams.err")"
     deadline=$(($(now_ms) + 5000))
     until (($(grep -c '^SANDBOX_CALLS' "$TMP/upstreams.out" || true) > before)); do
         (($(now_ms) < deadline)) || die "the fake upstreams did not report their calls"
@@ -211,9 +218,9 @@ start_upstreams() {
 
 # start_gateway NAME TOML: starts `protocol-graph serve` the production way; sets GW_PID, GW_URL.
 start_gateway() {
-    local name=$1 toml=$2 attempt
+    local name=$1 toml=$2 _
     printf '%s\n' "$toml" >"$TMP/$name.toml"
-    for attempt in 1 2 3 4 5; do
+    for _ in 1 2 3 4 5; do
         try_gateway "$name" && return 0
         grep -q 'cannot listen' "$TMP/$name.log" || die "gateway $name exited: $(tail -n 5 "$TMP/$name.log")"
         log "gateway $name: port taken, trying another one"
@@ -300,7 +307,9 @@ children_cpu_s() {
 
 # Rows of the table, in order; rows whose call counts disagree between gateway and upstreams.
 ROWS=()
+BUSY_ROWS=()
 MISMATCH=()
+CANCELLED=()
 CEILING_RPS=
 
 # measure KEY LABEL CACHE URL PID BODY WARMUP ITEMS
@@ -348,7 +357,14 @@ measure() {
     c2=$(metric "$url")
     upstream_served
     s2=$SERVED_TOTAL
-    ((s2 - s0 == c2 - c0)) || MISMATCH+=("$label: gateway $((c2 - c0)), upstreams $((s2 - s0))")
+    # The gateway counts a call when it starts sending; a request wrk abandons at the end of a
+    # run may be cancelled before its upstream call arrives. Anything else is a discrepancy.
+    local diff=$(((c2 - c0) - (s2 - s0)))
+    if ((diff < 0 || diff > CONNECTIONS * 22)); then
+        MISMATCH+=("$label: gateway $((c2 - c0)), upstreams $((s2 - s0))")
+    elif ((diff > 0)); then
+        CANCELLED+=("$label: $diff")
+    fi
     e1=$(counter "$url" protocol_graph_upstream_errors_total)
     rss=$(peak_rss_mib "$pid")
     sent=$((sent + WRK_REQUESTS))
@@ -359,9 +375,14 @@ measure() {
     local cpu
     cpu=$(awk -v g=$((gw1 - gw0)) -v u=$((up1 - up0)) -v w="$(awk -v a="$cpu0" -v b="$cpu1" 'BEGIN { print b - a }')" \
         -v busy=$((m1 - m0)) -v tot=$((tot1 - tot0)) -v hz="$CLK_TCK" -v d="$DURATION" -v n="$(nproc)" \
-        'BEGIN { printf "%.0f / %.0f / %.0f / %.0f", g / hz / d * 100, u / hz / d * 100, w / d * 100, tot ? busy / tot * 100 * n : 0 }')
+        'BEGIN {
+            g = g / hz / d * 100; u = u / hz / d * 100; w = w / d * 100
+            all = tot ? busy / tot * 100 * n : 0; other = all - g - u - w
+            printf "%.0f / %.0f / %.0f / %.0f", g, u, w, other < 0 ? 0 : other }')
+    local other=${cpu##* / }
+    ((other <= 25)) || BUSY_ROWS+=("$label ($other %)")
     ROWS+=("$key|$label|$cache|$WRK_RPS|$WRK_P50|$WRK_P99|$((c2 - c0)) / $sent|$cpq|$rss|$errs|$cpu")
-    log "  $WRK_RPS req/s, p50 $WRK_P50 ms, p99 $WRK_P99 ms, $cpq upstream calls/query, peak RSS $rss MiB, errors $errs, CPU gw/up/wrk/all $cpu %"
+    log "  $WRK_RPS req/s, p50 $WRK_P50 ms, p99 $WRK_P99 ms, $cpq upstream calls/query, peak RSS $rss MiB, errors $errs, CPU gw/up/wrk/other $cpu %"
 }
 
 # serial_check URL BODY: resource calls (mosia + totvs, no token) over SERIAL sequential
@@ -400,7 +421,8 @@ run_wrk "$MOSIA_BASE_URL/clientes/ocorrencias/ultimosProtocolos" "" "$DURATION" 
 read -r m1 tot1 < <(machine_ticks)
 up1=$(proc_ticks "$UP_PID")
 REF_CPU=$(awk -v u=$((up1 - up0)) -v busy=$((m1 - m0)) -v tot=$((tot1 - tot0)) -v hz="$CLK_TCK" -v d="$DURATION" -v n="$(nproc)" \
-    'BEGIN { printf "— / %.0f / — / %.0f", u / hz / d * 100, tot ? busy / tot * 100 * n : 0 }')
+    'BEGIN { u = u / hz / d * 100; o = (tot ? busy / tot * 100 * n : 0) - u; printf "— / %.0f / — / %.0f", u, o < 0 ? 0 : o }')
+REF_P50=$WRK_P50
 REF_ROW="| (ref) fake Mosia alone, no gateway | — | $WRK_RPS | $WRK_P50 | $WRK_P99 | — | — | $(peak_rss_mib "$UP_PID") (upstreams) | — | $WRK_BAD | $REF_CPU | (reference) |"
 log "  $WRK_RPS req/s, p50 $WRK_P50 ms, p99 $WRK_P99 ms"
 
@@ -478,7 +500,7 @@ target_of() {
         ((A_WINDOW == 0)) || miss+=("$A_WINDOW upstream calls during the run")
         ;;
     b)
-        fcmp "$p50" $((L + 2)) '<=' || miss+=("p50 > $((L + 2)) ms")
+        fcmp "$p50" $((L + 2)) '<=' || miss+=("p50 > $((L + 2)) ms (nominal latency + 2)")
         ;;
     c_warm)
         ((C_WARM_WINDOW == 0 && C_WARM_SERIAL == 0 && C_WARM_SERIAL_UP == 0)) ||
@@ -492,11 +514,22 @@ target_of() {
         ;;
     esac
     fcmp "$rss" 150 '<' || miss+=("peak RSS ≥ 150 MiB")
+    local note=
+    if [[ $key == b ]]; then
+        # The fake upstream itself answers a little after LATENCY_MS (see the (ref) row).
+        note=$(awk -v p="$p50" -v r="$REF_P50" 'BEGIN {
+            d = p - r
+            printf "; gateway overhead over the fake Mosia'"'"'s own p50 (%.2f ms): %+.2f ms (%s against measured upstream latency + 2 ms)", r, d, d <= 2 ? "met" : "missed" }')
+    fi
+    if [[ $key == c_cold* ]]; then
+        # The interactions need the list first: two upstream round trips at least.
+        note=$(awk -v p="$p50" -v r="$REF_P50" 'BEGIN {
+            printf "; floor of two upstream round trips (2 × the fake Mosia'"'"'s p50) = %.2f ms, p50 is %+.2f ms over it", 2 * r, p - 2 * r }')
+    fi
     if ((${#miss[@]})); then
-        local IFS=';'
-        echo "**missed**: ${miss[*]}"
+        echo "**missed**: $(join '; ' "${miss[@]}")$note"
     else
-        echo "met"
+        echo "met$note"
     fi
 }
 
@@ -510,8 +543,11 @@ git_dirty=$(cd "$ROOT" && git status --porcelain 2>/dev/null | grep -q . && echo
     echo "Fake upstream latency ${L} ms (separate process); wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s" \
         "(cold rows after a ${WARMUP} s wrk warm-up, warm rows after one request); all on loopback."
     echo "Before the run the machine was ${BACKGROUND} % busy (of $(($(nproc) * 100)) %), load average $LOADAVG."
+    if ((${#BUSY_ROWS[@]})); then
+        echo "**Warning**: other processes used much CPU during: $(join '; ' "${BUSY_ROWS[@]}"); those rows understate the gateway."
+    fi
     echo
-    echo "| scenario | cache | req/s | p50 ms | p99 ms | upstream calls / requests | calls per query | peak RSS MiB | vs ceiling | errors | CPU % gw / upstreams / wrk / all | target |"
+    echo "| scenario | cache | req/s | p50 ms | p99 ms | upstream calls / requests | calls per query | peak RSS MiB | vs ceiling | errors | CPU % gw / upstreams / wrk / other | target |"
     echo "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|"
     for key in a b c_warm c_cold c_cold_mc ceiling; do
         for row in "${ROWS[@]}"; do
@@ -539,12 +575,15 @@ git_dirty=$(cd "$ROOT" && git status --porcelain 2>/dev/null | grep -q . && echo
     echo "Exact checks, $SERIAL sequential fan-out queries (resource calls, token calls left out):" \
         "cold $C_COLD_SERIAL by the gateway's counters, $C_COLD_SERIAL_UP served by the fake upstreams" \
         "(target $((22 * SERIAL)) = 22 per query); warm $C_WARM_SERIAL / $C_WARM_SERIAL_UP (target 0)."
+    echo
     if ((${#MISMATCH[@]})); then
-        echo
-        echo "Counter cross-check: the gateway's /metrics and the fake upstreams disagree on: ${MISMATCH[*]}."
+        echo "Counter cross-check: **the gateway's /metrics and the fake upstreams disagree** on: $(join '; ' "${MISMATCH[@]}")."
     else
-        echo
-        echo "Counter cross-check: for every row the gateway's upstream-call counters match the requests the fake upstreams served."
+        echo -n "Counter cross-check: for every row the gateway's upstream-call counters match the requests the fake upstreams served"
+        if ((${#CANCELLED[@]})); then
+            echo -n ", except calls counted by the gateway but cancelled before reaching the upstream when wrk closed its connections ($(join '; ' "${CANCELLED[@]}"))"
+        fi
+        echo "."
     fi
 } >"$TMP/report.md"
 

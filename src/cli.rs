@@ -147,13 +147,13 @@ async fn run_upstreams(latency: Duration, mosia_port: u16, totvs_port: u16) -> R
 
     let upstreams = Sandbox::start(SandboxOptions {
         latency,
+        mosia_port,
+        totvs_port,
         ..SandboxOptions::default()
     })
     .await
     .map_err(|err| format!("cannot start the sandbox upstreams: {err}"))?;
-    // `Sandbox::start` always binds 127.0.0.1:0; a fixed port is served by a loopback relay.
-    let mosia = relay_if_fixed("mosia", mosia_port, &upstreams.mosia_url()).await?;
-    let totvs = relay_if_fixed("totvs", totvs_port, &upstreams.totvs_url()).await?;
+    let (mosia, totvs) = (upstreams.mosia_url(), upstreams.totvs_url());
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "MOSIA_BASE_URL={mosia}")
         .and_then(|()| writeln!(stdout, "TOTVS_BASE_URL={totvs}"))
@@ -203,37 +203,6 @@ fn print_calls(upstreams: &Sandbox) {
         c.totvs_requests
     );
     let _ = stdout.flush();
-}
-
-/// `url` itself when `port` is 0; otherwise binds 127.0.0.1:`port`, relays every connection to
-/// `url`'s address, and returns `url` with the port replaced.
-async fn relay_if_fixed(name: &str, port: u16, url: &str) -> Result<String, String> {
-    if port == 0 {
-        return Ok(url.to_owned());
-    }
-    let mut url = url::Url::parse(url).map_err(|err| format!("{name} url: {err}"))?;
-    let target = url
-        .socket_addrs(|| None)
-        .ok()
-        .and_then(|addrs| addrs.into_iter().next())
-        .ok_or_else(|| format!("{name} url has no address"))?;
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-        .await
-        .map_err(|err| format!("cannot bind 127.0.0.1:{port} for {name}: {err}"))?;
-    tokio::spawn(async move {
-        while let Ok((mut inbound, _)) = listener.accept().await {
-            let _ = inbound.set_nodelay(true);
-            tokio::spawn(async move {
-                if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
-                    let _ = outbound.set_nodelay(true);
-                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                }
-            });
-        }
-    });
-    url.set_port(Some(port))
-        .map_err(|()| format!("{name} url cannot take a port"))?;
-    Ok(url.as_str().trim_end_matches('/').to_owned())
 }
 
 fn banner(addr: SocketAddr, upstreams: &Sandbox) -> String {

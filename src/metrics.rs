@@ -36,9 +36,9 @@ pub struct MetricsSnapshot {
 }
 
 impl MetricsSnapshot {
-    /// Upstream HTTP calls of both services, token calls included.
+    /// Upstream HTTP calls of both services (TOTVS's count includes its token calls).
     pub fn upstream_calls(&self) -> u64 {
-        self.mosia_calls + self.totvs_calls + self.totvs_token_calls
+        self.mosia_calls + self.totvs_calls
     }
 }
 
@@ -93,7 +93,7 @@ impl Metrics {
             (
                 "protocol_graph_upstream_calls_total",
                 "service=\"mosia\"",
-                "Upstream HTTP calls sent.",
+                "Upstream HTTP calls attempted, retries included; service=\"totvs_token\" is the part of service=\"totvs\" spent on tokens.",
                 s.mosia_calls,
             ),
             (

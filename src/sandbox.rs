@@ -94,6 +94,9 @@ pub struct SandboxOptions {
     pub latency: Duration,
     /// Lifetime of issued access tokens in seconds (default 3600 when 0).
     pub token_ttl_secs: u64,
+    /// Loopback ports of the fake Mosia and TOTVS; 0 picks a free one.
+    pub mosia_port: u16,
+    pub totvs_port: u16,
 }
 
 /// Requests served so far, by route kind (requests refused for auth included).
@@ -137,11 +140,11 @@ pub struct Sandbox {
 }
 
 impl Sandbox {
-    /// Binds two listeners on 127.0.0.1:0 (Mosia, TOTVS), spawns them on the current tokio
-    /// runtime, and returns.
+    /// Binds two loopback listeners (Mosia, TOTVS) on the ports of `options`, spawns them on
+    /// the current tokio runtime, and returns.
     pub async fn start(options: SandboxOptions) -> std::io::Result<Sandbox> {
-        let mosia_listener = TcpListener::bind(("127.0.0.1", 0)).await?;
-        let totvs_listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+        let mosia_listener = TcpListener::bind(("127.0.0.1", options.mosia_port)).await?;
+        let totvs_listener = TcpListener::bind(("127.0.0.1", options.totvs_port)).await?;
         let mosia_addr = mosia_listener.local_addr()?;
         let totvs_addr = totvs_listener.local_addr()?;
 
@@ -980,7 +983,11 @@ impl Shared {
 
     async fn delay(&self) {
         if !self.latency.is_zero() {
-            tokio::time::sleep(self.latency).await;
+            // tokio's timer fires on the first millisecond tick after the deadline, so a plain
+            // sleep(20 ms) takes about 21 ms; aim one tick early so the added latency is the
+            // configured one, not a millisecond more.
+            let tick = Duration::from_millis(1);
+            tokio::time::sleep(self.latency.saturating_sub(tick).max(tick)).await;
         }
     }
 
