@@ -135,13 +135,7 @@ async fn a_second_request_is_served_from_the_shared_cache() {
 #[tokio::test]
 async fn without_the_cache_every_request_goes_upstream() {
     let up = Upstreams::start().await;
-    mosia_get()
-        .respond_with(
-            ResponseTemplate::new(200).set_body_json(fixture("mosia/ultimos-protocolos.200.json")),
-        )
-        .expect(2)
-        .mount(&up.mosia)
-        .await;
+    up.mosia_documented(2).await;
     let app = up.app_with(|s| s.cache.enabled = false).await;
 
     for _ in 0..2 {
@@ -176,13 +170,7 @@ async fn upstream_errors_are_not_cached() {
         .expect(1)
         .mount(&up.mosia)
         .await;
-    mosia_get()
-        .respond_with(
-            ResponseTemplate::new(200).set_body_json(fixture("mosia/ultimos-protocolos.200.json")),
-        )
-        .expect(1)
-        .mount(&up.mosia)
-        .await;
+    up.mosia_documented(1).await;
     let app = up.app_with(|s| s.upstream.get_retries = 0).await;
     let query = LATEST;
 
@@ -415,13 +403,7 @@ async fn distinct_keys_load_concurrently_but_within_the_bound() {
 #[tokio::test]
 async fn the_cache_is_bounded_by_body_size() {
     let up = Upstreams::start().await;
-    mosia_get()
-        .respond_with(
-            ResponseTemplate::new(200).set_body_json(fixture("mosia/ultimos-protocolos.200.json")),
-        )
-        .expect(2)
-        .mount(&up.mosia)
-        .await;
+    up.mosia_documented(2).await;
     // The documented body is about 1.5 KB: it does not fit in a 1 KB cache.
     let app = up.app_with(|s| s.cache.max_bytes = 1024).await;
     let query = LATEST;

@@ -325,11 +325,7 @@ async fn a_refused_token_is_renewed_once_and_the_call_retried() {
         .expect(1)
         .mount(&up.totvs)
         .await;
-    list_get()
-        .respond_with(ResponseTemplate::new(200).set_body_json(fixture("totvs/protocols.200.json")))
-        .expect(1)
-        .mount(&up.totvs)
-        .await;
+    up.list_documented(1).await;
     let app = up.app().await;
 
     let response = app

@@ -100,6 +100,30 @@ impl Upstreams {
     }
 }
 
+impl Upstreams {
+    /// Mosia answers its documented body: exactly `times` times, or any number with `None`.
+    pub async fn mosia_documented(&self, times: impl Into<Option<u64>>) {
+        let mock = mosia_get().respond_with(
+            ResponseTemplate::new(200).set_body_json(fixture("mosia/ultimos-protocolos.200.json")),
+        );
+        match times.into() {
+            Some(n) => mock.expect(n).mount(&self.mosia).await,
+            None => mock.mount(&self.mosia).await,
+        }
+    }
+
+    /// The documented subscriber's list answers its documented body, as [`Self::mosia_documented`].
+    pub async fn list_documented(&self, times: impl Into<Option<u64>>) {
+        let mock = list_get().respond_with(
+            ResponseTemplate::new(200).set_body_json(fixture("totvs/protocols.200.json")),
+        );
+        match times.into() {
+            Some(n) => mock.expect(n).mount(&self.totvs).await,
+            None => mock.mount(&self.totvs).await,
+        }
+    }
+}
+
 impl TestApp {
     pub async fn spawn(settings: Settings) -> TestApp {
         let app = Application::build(settings)

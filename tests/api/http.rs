@@ -14,13 +14,7 @@ use crate::helpers::{Upstreams, fixture, mosia_get};
 #[tokio::test]
 async fn get_runs_queries_from_the_query_string() {
     let up = Upstreams::start().await;
-    mosia_get()
-        .respond_with(
-            ResponseTemplate::new(200).set_body_json(fixture("mosia/ultimos-protocolos.200.json")),
-        )
-        .expect(1)
-        .mount(&up.mosia)
-        .await;
+    up.mosia_documented(1).await;
     let app = up.app().await;
 
     let response = app
@@ -147,12 +141,7 @@ async fn the_subgraph_publishes_its_sdl_with_federation_keys() {
 #[tokio::test]
 async fn entities_resolve_by_each_key() {
     let up = Upstreams::start().await;
-    mosia_get()
-        .respond_with(
-            ResponseTemplate::new(200).set_body_json(fixture("mosia/ultimos-protocolos.200.json")),
-        )
-        .mount(&up.mosia)
-        .await;
+    up.mosia_documented(None).await;
     Mock::given(method("GET"))
         .and(path(
             "/rest/totvsHealthPlans/attendance/v1/authorizations/00011008000027010/protocols",

@@ -9,7 +9,7 @@ use wiremock::{
     matchers::{body_json, method, path},
 };
 
-use crate::helpers::{API, LIST, TestApp, Upstreams, assert_no_secrets, fixture, list_get};
+use crate::helpers::{API, LIST, TestApp, Upstreams, assert_no_secrets, fixture};
 
 const ATTACH: &str = r#"mutation($input: AddAuthorizationAttachmentsInput!) {
     addAuthorizationAttachments(input: $input) { protocol subscriberId beneficiaryName status statusCode
@@ -35,6 +35,19 @@ async fn totvs_attach_answers(up: &Upstreams, template: ResponseTemplate, calls:
         .expect(calls)
         .mount(&up.totvs)
         .await;
+}
+
+/// The documented attachment request, to a TOTVS that answers it once with `status` and the
+/// fixture `body`: the gateway's response.
+async fn attach_answered(status: u16, body: &str) -> Value {
+    let up = Upstreams::start().await;
+    totvs_attach_answers(
+        &up,
+        ResponseTemplate::new(status).set_body_json(fixture(body)),
+        1,
+    )
+    .await;
+    up.app().await.query_with(ATTACH, documented_input()).await
 }
 
 #[tokio::test]
@@ -115,16 +128,7 @@ async fn each_documented_totvs_refusal_has_its_own_code() {
 
 #[tokio::test]
 async fn a_failed_download_names_the_url_and_keeps_the_totvs_details() {
-    let up = Upstreams::start().await;
-    totvs_attach_answers(
-        &up,
-        ResponseTemplate::new(400).set_body_json(fixture("totvs/attachments.400-download.json")),
-        1,
-    )
-    .await;
-    let app = up.app().await;
-
-    let response = app.query_with(ATTACH, documented_input()).await;
+    let response = attach_answered(400, "totvs/attachments.400-download.json").await;
 
     insta::assert_json_snapshot!(response["errors"][0], @r#"
     {
@@ -158,16 +162,7 @@ async fn a_failed_download_names_the_url_and_keeps_the_totvs_details() {
 
 #[tokio::test]
 async fn a_406_keeps_every_detail() {
-    let up = Upstreams::start().await;
-    totvs_attach_answers(
-        &up,
-        ResponseTemplate::new(406).set_body_json(fixture("totvs/attachments.406-fields.json")),
-        1,
-    )
-    .await;
-    let app = up.app().await;
-
-    let response = app.query_with(ATTACH, documented_input()).await;
+    let response = attach_answered(406, "totvs/attachments.406-fields.json").await;
 
     assert_eq!(
         response["errors"][0]["extensions"]["details"],
@@ -430,11 +425,7 @@ async fn request_authorization_posts_the_documented_body() {
 #[tokio::test]
 async fn after_a_mutation_the_protocol_and_its_lists_are_read_fresh() {
     let up = Upstreams::start().await;
-    list_get()
-        .respond_with(ResponseTemplate::new(200).set_body_json(fixture("totvs/protocols.200.json")))
-        .expect(2)
-        .mount(&up.totvs)
-        .await;
+    up.list_documented(2).await;
     Mock::given(method("GET"))
         .and(path(format!(
             "{API}/protocols/41750520230601000030/interactions"
@@ -561,11 +552,7 @@ async fn a_requested_authorization_appears_in_the_subscribers_list() {
 #[tokio::test]
 async fn a_list_holding_a_changed_protocol_is_fresh_even_when_totvs_omits_the_subscriber() {
     let up = Upstreams::start().await;
-    list_get()
-        .respond_with(ResponseTemplate::new(200).set_body_json(fixture("totvs/protocols.200.json")))
-        .expect(2)
-        .mount(&up.totvs)
-        .await;
+    up.list_documented(2).await;
     let mut answer = fixture("totvs/attachments.201.json");
     answer["protocol"] = json!("41750520230601000030");
     answer.as_object_mut().unwrap().remove("subscriberId");

@@ -119,11 +119,7 @@ async fn latest_protocols_sends_mosias_headers_and_decodes_the_documented_body()
 #[tokio::test]
 async fn name_comes_from_the_first_totvs_protocol_without_a_unique_key() {
     let up = Upstreams::start().await;
-    list_get()
-        .respond_with(ResponseTemplate::new(200).set_body_json(fixture("totvs/protocols.200.json")))
-        .expect(1)
-        .mount(&up.totvs)
-        .await;
+    up.list_documented(1).await;
     let app = up.app().await;
 
     let response = app
@@ -304,10 +300,7 @@ async fn filters_and_paging_travel_as_totvs_query_parameters() {
 #[tokio::test]
 async fn interactions_of_each_protocol_are_read_from_totvs() {
     let up = Upstreams::start().await;
-    list_get()
-        .respond_with(ResponseTemplate::new(200).set_body_json(fixture("totvs/protocols.200.json")))
-        .mount(&up.totvs)
-        .await;
+    up.list_documented(None).await;
     Mock::given(method("GET"))
         .and(path(format!(
             "{API}/protocols/41750520230601000030/interactions"
