@@ -220,8 +220,12 @@ async fn execute(state: &AppState, request: async_graphql::Request) -> GraphQLRe
     if matches!(response.data, Value::Object(_)) {
         order::order_like_query(&mut response.data, &query, operation_name.as_deref());
     }
+    // Only a response without data can come from a document that does not parse.
+    let unparsable = response.data == Value::Null
+        && !response.errors.is_empty()
+        && async_graphql::parser::parse_query(&query).is_err();
     for error in &mut response.errors {
-        add_default_code(error);
+        add_default_code(error, unparsable);
     }
     let warnings = warnings.take();
     if !warnings.is_empty() {
@@ -251,7 +255,7 @@ async fn execute(state: &AppState, request: async_graphql::Request) -> GraphQLRe
 
 /// Errors the GraphQL engine raises itself (syntax, validation, input coercion) carry no code;
 /// give them the ones Apollo's ecosystem uses so clients can tell them apart.
-fn add_default_code(error: &mut ServerError) {
+fn add_default_code(error: &mut ServerError, unparsable: bool) {
     let has_code = error
         .extensions
         .as_ref()
@@ -259,7 +263,9 @@ fn add_default_code(error: &mut ServerError) {
     if has_code {
         return;
     }
-    let code = if error.message.starts_with("Invalid value for argument")
+    let code = if unparsable {
+        "GRAPHQL_PARSE_FAILED"
+    } else if error.message.starts_with("Invalid value for argument")
         || error.message.contains("Failed to parse")
     {
         "BAD_USER_INPUT"

@@ -103,7 +103,7 @@ async fn syntax_and_unknown_fields_get_codes_of_their_own() {
     let syntax = app.query("{ beneficiary(").await;
     assert_eq!(
         syntax["errors"][0]["extensions"]["code"],
-        "GRAPHQL_VALIDATION_FAILED"
+        "GRAPHQL_PARSE_FAILED"
     );
     let unknown = app.query("{ nope }").await;
     assert_eq!(
