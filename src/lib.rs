@@ -2,12 +2,13 @@
 //! REST APIs, Mosia Omnichannel and TOTVS Health Plans.
 //!
 //! A tour, from the outside in:
-//! - [`cli`]: the `serve`, `sandbox` and `schema` commands `main` dispatches to.
+//! - [`cli`]: the `serve`, `sandbox`, `schema` and `upstreams` commands `main` dispatches to.
 //! - [`config`]: the typed settings; the only module that reads the environment.
-//! - [`server`]: the axum app (`/graphql` GET and POST, GraphiQL, `/healthz`, `/metrics`),
-//!   built by [`server::Application::build`] for `main` and the tests alike.
-//! - [`graphql`]: the schema, per-request DataLoaders, argument checks, error codes.
-//! - [`upstream`]: the Mosia and TOTVS clients (wire types private to each), the TOTVS token
+//! - [`server`]: the axum app (`/graphql` GET and POST, GraphiQL, `/healthz`, `/readyz`,
+//!   `/metrics`, CORS), built by [`server::Application::build`] for `main` and the tests alike.
+//! - `graphql`: the schema, per-request DataLoaders and the driver that runs their batches,
+//!   argument checks, error codes, response field order.
+//! - `upstream`: the Mosia and TOTVS clients (wire types private to each), the TOTVS token
 //!   manager, the shared moka cache and the mutation guard.
 //! - [`metrics`]: counters of upstream calls and cache outcomes.
 //! - [`sandbox`]: in-process fake upstreams speaking the documented HTTP and JSON.
