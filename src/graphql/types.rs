@@ -116,15 +116,16 @@ impl AuthorizationStatus {
         })
     }
 
+    /// The status of a TOTVS code; `"07"` reads as `"7"`.
     pub fn from_code(code: &str) -> Self {
-        match code.trim() {
-            "1" => Self::Authorized,
-            "2" => Self::PartiallyAuthorized,
-            "3" => Self::NotAuthorized,
-            "6" => Self::InAudit,
-            "7" => Self::UnderAnalysis,
-            "8" => Self::Denied,
-            "9" => Self::AwaitingDocument,
+        match code.trim().parse::<u32>() {
+            Ok(1) => Self::Authorized,
+            Ok(2) => Self::PartiallyAuthorized,
+            Ok(3) => Self::NotAuthorized,
+            Ok(6) => Self::InAudit,
+            Ok(7) => Self::UnderAnalysis,
+            Ok(8) => Self::Denied,
+            Ok(9) => Self::AwaitingDocument,
             _ => Self::Unknown,
         }
     }
@@ -143,10 +144,10 @@ pub enum AuthorizationType {
 
 impl AuthorizationType {
     pub fn from_code(code: &str) -> Option<Self> {
-        match code.trim() {
-            "2" => Some(Self::Sadt),
-            "3" => Some(Self::Hospitalization),
-            "4" => Some(Self::Dental),
+        match code.trim().parse::<u32>() {
+            Ok(2) => Some(Self::Sadt),
+            Ok(3) => Some(Self::Hospitalization),
+            Ok(4) => Some(Self::Dental),
             _ => None,
         }
     }

@@ -48,10 +48,16 @@ fn kind(value: &Value) -> &'static str {
     }
 }
 
-/// Epoch milliseconds, as a number or a numeric string.
+/// Epoch milliseconds, as a number or a numeric string (what Mosia documents), or an RFC 3339
+/// timestamp (in case a Mosia version sends one).
 pub(crate) fn epoch_millis(text: &str) -> Option<DateTime<Utc>> {
-    let millis: i64 = text.trim().parse().ok()?;
-    DateTime::from_timestamp_millis(millis)
+    let text = text.trim();
+    match text.parse::<i64>() {
+        Ok(millis) => DateTime::from_timestamp_millis(millis),
+        Err(_) => DateTime::parse_from_rfc3339(text)
+            .ok()
+            .map(|at| at.with_timezone(&Utc)),
+    }
 }
 
 /// A calendar date in any of the shapes Protheus has been seen to send: `2023-06-20`,
@@ -145,5 +151,7 @@ mod tests {
     fn epoch_millis_become_utc() {
         let at = epoch_millis("1720625728313").unwrap();
         assert_eq!(at.to_rfc3339(), "2024-07-10T15:35:28.313+00:00");
+        assert_eq!(epoch_millis("2024-07-10T12:35:28.313-03:00"), Some(at));
+        assert_eq!(epoch_millis("yesterday"), None);
     }
 }

@@ -649,6 +649,15 @@ mod tests {
     }
 
     #[test]
+    fn zero_padded_codes_read_as_their_number() {
+        let item = object(json!({"protocol": "1", "name": "A", "status": "07", "authType": "02"}));
+        let p = protocol_from(item, Some("2")).unwrap();
+        assert_eq!(p.status, AuthorizationStatus::UnderAnalysis);
+        assert_eq!(p.status_code, "07");
+        assert_eq!(p.auth_type, Some(AuthorizationType::Sadt));
+    }
+
+    #[test]
     fn unknown_status_codes_keep_the_raw_code() {
         let item = object(json!({"protocol": "1", "name": "A", "subscriberId": "2", "status": 5}));
         let p = protocol_from(item, None).unwrap();
