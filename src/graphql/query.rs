@@ -45,14 +45,24 @@ impl Query {
         nullable(ctx, find_protocol(ctx, &subscriber_id, &protocol).await).flatten()
     }
 
+    /// A beneficiary by `uniqueKey`; a `subscriberId` in the same representation is kept.
     #[graphql(entity)]
-    async fn find_beneficiary_by_unique_key(&self, unique_key: ID) -> Result<Beneficiary> {
-        Beneficiary::new(Some(unique_key), None)
+    async fn find_beneficiary_by_unique_key(
+        &self,
+        #[graphql(key)] unique_key: ID,
+        subscriber_id: Option<ID>,
+    ) -> Result<Beneficiary> {
+        Beneficiary::new(Some(unique_key), subscriber_id)
     }
 
+    /// A beneficiary by `subscriberId`; a `uniqueKey` in the same representation is kept.
     #[graphql(entity)]
-    async fn find_beneficiary_by_subscriber_id(&self, subscriber_id: ID) -> Result<Beneficiary> {
-        Beneficiary::new(None, Some(subscriber_id))
+    async fn find_beneficiary_by_subscriber_id(
+        &self,
+        #[graphql(key)] subscriber_id: ID,
+        unique_key: Option<ID>,
+    ) -> Result<Beneficiary> {
+        Beneficiary::new(unique_key, Some(subscriber_id))
     }
 
     #[graphql(entity)]

@@ -323,3 +323,21 @@ async fn only_configured_browser_origins_get_cors_headers() {
     let other = preflight("https://evil.example").await.unwrap();
     assert!(other.headers().get("access-control-allow-origin").is_none());
 }
+
+#[tokio::test]
+async fn an_entity_representation_with_both_keys_keeps_both() {
+    let up = Upstreams::start().await;
+    let app = up.app().await;
+
+    let response = app
+        .query_with(
+            r#"query($r: [_Any!]!) { _entities(representations: $r) { ... on Beneficiary { uniqueKey subscriberId } } }"#,
+            json!({ "r": [{ "__typename": "Beneficiary", "uniqueKey": "13331584754", "subscriberId": "00011008000027010" }] }),
+        )
+        .await;
+
+    assert_eq!(
+        response["data"]["_entities"],
+        json!([{ "uniqueKey": "13331584754", "subscriberId": "00011008000027010" }])
+    );
+}
