@@ -5,6 +5,8 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
 
+use super::{Fault, FaultDetail};
+
 /// A scalar as text: strings as sent, numbers and booleans printed; `""`, `null`, arrays and
 /// objects are absent.
 pub(crate) fn text(value: Option<&Value>) -> Option<String> {
@@ -108,6 +110,38 @@ fn fold(key: &str) -> String {
         .filter(|c| *c != '-' && *c != '_')
         .flat_map(char::to_lowercase)
         .collect()
+}
+
+/// TOTVS's error body, read leniently (`code` may be a string or a number).
+pub(crate) fn fault(body: &[u8]) -> Option<Fault> {
+    let Ok(Value::Object(object)) = serde_json::from_slice::<Value>(body) else {
+        return None;
+    };
+    let object = Folded::new(object);
+    let details = match object.get("details") {
+        Some(Value::Array(details)) => details
+            .iter()
+            .filter_map(|detail| match detail {
+                Value::Object(d) => {
+                    let d = Folded::new(d.clone());
+                    Some(FaultDetail {
+                        code: d.text("code"),
+                        message: d.text("message"),
+                        detailed_message: d.text("detailedmessage"),
+                    })
+                }
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    let fault = Fault {
+        code: object.text("code"),
+        message: object.text("message"),
+        detailed_message: object.text("detailedmessage"),
+        details,
+    };
+    (fault != Fault::default()).then_some(fault)
 }
 
 #[cfg(test)]

@@ -122,13 +122,27 @@ impl HttpUpstream {
                 status = status.as_u16(),
                 "upstream error"
             );
+            // TOTVS often explains a 5xx in its usual error body. Keep its code, not its text:
+            // a server error's message may describe the upstream's internals.
+            let fault = self
+                .read_body(response)
+                .await
+                .ok()
+                .and_then(|body| super::decode::fault(&body))
+                .and_then(|fault| fault.code)
+                .map(|code| super::Fault {
+                    code: Some(code),
+                    ..super::Fault::default()
+                });
             let kind = if status == StatusCode::GATEWAY_TIMEOUT && idempotency == Idempotency::Write
             {
                 UpstreamErrorKind::TimeoutOutcomeUnknown
             } else {
                 UpstreamErrorKind::Unavailable
             };
-            return Err(UpstreamError::new(self.service, kind).with_status(status.as_u16()));
+            return Err(UpstreamError::new(self.service, kind)
+                .with_status(status.as_u16())
+                .with_fault(fault));
         }
         if status == StatusCode::TOO_MANY_REQUESTS {
             warn!(service = self.service.as_str(), "upstream rate limit");

@@ -18,7 +18,7 @@ use tokio::sync::Mutex;
 use tracing::{debug, warn};
 
 use super::{
-    Fault, FaultDetail, Service, UpstreamError, UpstreamErrorKind,
+    Service, UpstreamError, UpstreamErrorKind,
     cache::Decoded,
     decode::{self, Folded},
     http::{Answer, HttpUpstream, Idempotency},
@@ -304,7 +304,7 @@ impl TotvsClient {
             return Err(
                 UpstreamError::new(Service::Totvs, UpstreamErrorKind::AuthFailed)
                     .with_status(401)
-                    .with_fault(parse_fault(&answer.body)),
+                    .with_fault(decode::fault(&answer.body)),
             );
         }
         Ok(answer)
@@ -317,7 +317,7 @@ impl TotvsClient {
         if status == success || status == StatusCode::OK || status == StatusCode::CREATED {
             return Ok(answer);
         }
-        let fault = parse_fault(&answer.body);
+        let fault = decode::fault(&answer.body);
         let code = fault.as_ref().and_then(|f| f.code.as_deref()).unwrap_or("");
         let kind = match status.as_u16() {
             400 if code.eq_ignore_ascii_case("E003") => UpstreamErrorKind::AttachmentsNotAllowed,
@@ -446,38 +446,6 @@ fn interaction_from(item: Map<String, Value>) -> Result<Interaction, String> {
         reason: item.required("defaultreason").unwrap_or_default(),
         observation: item.required("observation").unwrap_or_default(),
     })
-}
-
-/// TOTVS's error body, read leniently (`code` may be a string or a number).
-fn parse_fault(body: &[u8]) -> Option<Fault> {
-    let Ok(Value::Object(object)) = serde_json::from_slice::<Value>(body) else {
-        return None;
-    };
-    let object = Folded::new(object);
-    let details = match object.get("details") {
-        Some(Value::Array(details)) => details
-            .iter()
-            .filter_map(|detail| match detail {
-                Value::Object(d) => {
-                    let d = Folded::new(d.clone());
-                    Some(FaultDetail {
-                        code: d.text("code"),
-                        message: d.text("message"),
-                        detailed_message: d.text("detailedmessage"),
-                    })
-                }
-                _ => None,
-            })
-            .collect(),
-        _ => Vec::new(),
-    };
-    let fault = Fault {
-        code: object.text("code"),
-        message: object.text("message"),
-        detailed_message: object.text("detailedmessage"),
-        details,
-    };
-    (fault != Fault::default()).then_some(fault)
 }
 
 /// The TOTVS access token: one renewal at a time, renewed before it expires, refreshed with the
@@ -678,9 +646,9 @@ mod tests {
     #[test]
     fn a_fault_reads_numeric_codes_and_details() {
         let fault =
-            parse_fault(br#"{"code": 404, "message": "m", "details": [{"code": "D"}]}"#).unwrap();
+            decode::fault(br#"{"code": 404, "message": "m", "details": [{"code": "D"}]}"#).unwrap();
         assert_eq!(fault.code.as_deref(), Some("404"));
         assert_eq!(fault.details[0].code.as_deref(), Some("D"));
-        assert_eq!(parse_fault(b"<html>"), None);
+        assert_eq!(decode::fault(b"<html>"), None);
     }
 }

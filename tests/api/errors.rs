@@ -528,3 +528,24 @@ async fn identifiers_cannot_change_the_upstream_path() {
         "{response}"
     );
 }
+
+#[tokio::test]
+async fn a_totvs_5xx_keeps_its_code_but_not_its_internals() {
+    let up = Upstreams::start().await;
+    list_get()
+        .respond_with(ResponseTemplate::new(500).set_body_json(json!({
+            "code": 500, "message": "ORA-00942: table or view does not exist", "detailedMessage": "at BKU.prw line 42"
+        })))
+        .mount(&up.totvs)
+        .await;
+    let app = up.app().await;
+
+    let response = app.query(LIST).await;
+
+    let error = &response["errors"][0];
+    assert_eq!(
+        error["extensions"],
+        json!({"code": "UPSTREAM_UNAVAILABLE", "service": "totvs", "status": 500, "upstreamCode": "500"})
+    );
+    assert!(!response.to_string().contains("ORA-"), "{response}");
+}
