@@ -30,7 +30,9 @@ use crate::{
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("cannot listen on {addr}: {source}")]
+    #[error(
+        "cannot listen on {addr}: {source} (choose another address: LISTEN_ADDR for serve, --listen for sandbox)"
+    )]
     Bind {
         addr: SocketAddr,
         source: std::io::Error,
