@@ -192,7 +192,7 @@ impl ResponseCache {
     ) -> Result<Fetched<T>, UpstreamError>
     where
         T: Cacheable,
-        F: FnOnce() -> Fut,
+        F: Fn() -> Fut,
         Fut: Future<Output = Result<Decoded<T>, UpstreamError>>,
     {
         if !self.enabled {
@@ -210,6 +210,55 @@ impl ResponseCache {
             }
             self.fresh.invalidate(&key).await;
         }
+        let mut result = self.fetch_coalesced(&key, &fetch).await;
+        // A read that joined a fetch started before a mutation it must see: read once more.
+        if let Ok((entry, false)) = &result
+            && !self.is_current(&key, entry)
+        {
+            self.fresh.invalidate(&key).await;
+            result = self.fetch_coalesced(&key, &fetch).await;
+        }
+        let ran = matches!(result, Ok((_, true)));
+        let result = result.map(|(entry, _)| entry);
+        match result {
+            Ok(entry) => {
+                if u64::from(entry.weight) > self.max_bytes {
+                    // moka would evict it at its next housekeeping; an answer bigger than the
+                    // whole budget is not worth keeping even that long.
+                    self.fresh.invalidate(&key).await;
+                    return answer(&entry);
+                }
+                if ran
+                    && !matches!(entry.value, Value::NotFound(_))
+                    && let Some(stale) = &self.stale
+                {
+                    stale.insert(key, entry.clone()).await;
+                }
+                answer(&entry)
+            }
+            Err(err) => {
+                if err.is_outage()
+                    && let Some(fetched) = self.stale_answer(&key).await
+                {
+                    return Ok(fetched);
+                }
+                Err(err)
+            }
+        }
+    }
+
+    /// The entry for `key` from one upstream call shared by every concurrent caller, and
+    /// whether this caller's `fetch` was the one that ran.
+    async fn fetch_coalesced<T, F, Fut>(
+        &self,
+        key: &CacheKey,
+        fetch: &F,
+    ) -> Result<(Entry, bool), UpstreamError>
+    where
+        T: Cacheable,
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<Decoded<T>, UpstreamError>>,
+    {
         let ran = AtomicBool::new(false);
         let started = Instant::now();
         let result = self
@@ -236,32 +285,9 @@ impl ResponseCache {
         if !ran {
             self.metrics.cache_coalesced();
         }
-        match result {
-            Ok(entry) => {
-                if u64::from(entry.weight) > self.max_bytes {
-                    // moka would evict it at its next housekeeping; an answer bigger than the
-                    // whole budget is not worth keeping even that long.
-                    self.fresh.invalidate(&key).await;
-                    return answer(&entry);
-                }
-                if ran
-                    && !matches!(entry.value, Value::NotFound(_))
-                    && let Some(stale) = &self.stale
-                {
-                    stale.insert(key, entry.clone()).await;
-                }
-                answer(&entry)
-            }
-            Err(err) => {
-                let err = UpstreamError::clone(&err);
-                if err.is_outage()
-                    && let Some(fetched) = self.stale_answer(&key).await
-                {
-                    return Ok(fetched);
-                }
-                Err(err)
-            }
-        }
+        result
+            .map(|entry| (entry, ran))
+            .map_err(|err| UpstreamError::clone(&err))
     }
 
     async fn stale_answer<T: Cacheable>(&self, key: &CacheKey) -> Option<Fetched<T>> {
