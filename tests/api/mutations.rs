@@ -9,7 +9,9 @@ use wiremock::{
     matchers::{body_json, method, path},
 };
 
-use crate::helpers::{API, LIST, TestApp, Upstreams, assert_no_secrets, fixture};
+use crate::helpers::{
+    API, LIST, PROTOCOLS, TestApp, Upstreams, assert_no_secrets, fixture, list_get,
+};
 
 const ATTACH: &str = r#"mutation($input: AddAuthorizationAttachmentsInput!) {
     addAuthorizationAttachments(input: $input) { protocol subscriberId beneficiaryName status statusCode
@@ -565,4 +567,47 @@ async fn a_list_holding_a_changed_protocol_is_fresh_even_when_totvs_omits_the_su
     app.query(LIST).await; // cached
     app.query_with(ATTACH, input).await;
     app.query(LIST).await; // the list holds the changed protocol: read again
+}
+
+#[tokio::test]
+async fn a_read_joining_a_fetch_older_than_a_mutation_reads_again() {
+    let up = Upstreams::start().await;
+    list_get()
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(fixture("totvs/protocols.200.json"))
+                .set_delay(Duration::from_millis(1000)),
+        )
+        .expect(2)
+        .mount(&up.totvs)
+        .await;
+    totvs_attach_answers(
+        &up,
+        ResponseTemplate::new(201).set_body_json(fixture("totvs/attachments.201.json")),
+        1,
+    )
+    .await;
+    let app = up.app().await;
+
+    // A read whose upstream fetch is in flight...
+    let before = app.query(LIST);
+    let mutate_then_read = async {
+        while !up
+            .totvs
+            .received_requests()
+            .await
+            .unwrap()
+            .iter()
+            .any(|r| r.url.path() == PROTOCOLS)
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // ...then a mutation of that subscriber, then a read that would join that fetch.
+        app.query_with(ATTACH, documented_input()).await;
+        app.query(LIST).await
+    };
+    let (before, after) = tokio::join!(before, mutate_then_read);
+
+    assert!(before.get("errors").is_none(), "{before}");
+    assert!(after.get("errors").is_none(), "{after}");
 }
