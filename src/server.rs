@@ -79,6 +79,7 @@ impl Application {
             .fallback(not_found)
             .with_state(state)
             .layer(RequestBodyLimitLayer::new(settings.server.max_body_bytes))
+            .layer(axum::middleware::map_response(too_large_as_graphql))
             .layer(cors(&settings.server.cors_allowed_origins))
             .layer(CatchPanicLayer::custom(|_| internal_error()))
             .layer(TraceLayer::new_for_http());
@@ -326,6 +327,33 @@ fn graphql_error(status: StatusCode, code: &str, message: &str) -> Response {
     (status, Json(body)).into_response()
 }
 
+fn too_large() -> Response {
+    graphql_error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "PAYLOAD_TOO_LARGE",
+        "the request body is too large",
+    )
+}
+
+/// Whether reading the body failed on the body limit. The extractor flattens the body error
+/// into an `io::Error` message, so its text is all there is to go by.
+fn is_length_limit(err: &std::io::Error) -> bool {
+    err.to_string().contains("length limit exceeded")
+}
+
+/// The body limit answers 413 in plain text before any handler runs; answer it as GraphQL.
+async fn too_large_as_graphql(response: Response) -> Response {
+    if response.status() == StatusCode::PAYLOAD_TOO_LARGE
+        && response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_none_or(|ct| ct != "application/json")
+    {
+        return too_large();
+    }
+    response
+}
+
 /// A request body that is not a GraphQL request, answered as a GraphQL error instead of the
 /// extractor's debug text.
 pub struct GraphQLRequestRejection(async_graphql::ParseRequestError);
@@ -340,11 +368,9 @@ impl IntoResponse for GraphQLRequestRejection {
     fn into_response(self) -> Response {
         use async_graphql::ParseRequestError as E;
         match self.0 {
-            E::PayloadTooLarge => graphql_error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "PAYLOAD_TOO_LARGE",
-                "the request body is too large",
-            ),
+            E::PayloadTooLarge => too_large(),
+            // A chunked body over the limit fails while it is read.
+            E::Io(err) if is_length_limit(&err) => too_large(),
             E::UnsupportedBatch => graphql_error(
                 StatusCode::BAD_REQUEST,
                 "BAD_REQUEST",

@@ -341,3 +341,41 @@ async fn an_entity_representation_with_both_keys_keeps_both() {
         json!([{ "uniqueKey": "13331584754", "subscriberId": "00011008000027010" }])
     );
 }
+
+#[tokio::test]
+async fn a_body_over_the_limit_is_refused_as_graphql_whether_sized_or_chunked() {
+    let up = Upstreams::start().await;
+    let app = up.app().await;
+    let body = serde_json::to_vec(
+        &json!({ "query": "{ __typename }", "variables": { "x": "a".repeat(100_000) } }),
+    )
+    .unwrap();
+
+    let sized = app
+        .client
+        .post(format!("{}/graphql", app.address))
+        .header("content-type", "application/json")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    let chunks = futures::stream::iter(
+        body.chunks(8192)
+            .map(|c| Ok::<_, std::io::Error>(c.to_vec()))
+            .collect::<Vec<_>>(),
+    );
+    let chunked = app
+        .client
+        .post(format!("{}/graphql", app.address))
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
+
+    for response in [sized, chunked] {
+        assert_eq!(response.status(), 413);
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["errors"][0]["extensions"]["code"], "PAYLOAD_TOO_LARGE");
+    }
+}
