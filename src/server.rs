@@ -235,18 +235,12 @@ async fn execute(state: &AppState, request: async_graphql::Request) -> GraphQLRe
         let list = warnings
             .into_iter()
             .map(|w| {
-                let mut object = async_graphql::indexmap::IndexMap::new();
-                object.insert(async_graphql::Name::new("code"), Value::from(w.code));
-                object.insert(
-                    async_graphql::Name::new("service"),
-                    Value::from(w.service.as_str()),
-                );
-                object.insert(async_graphql::Name::new("message"), Value::from(w.message));
-                object.insert(
-                    async_graphql::Name::new("ageSeconds"),
-                    Value::from(w.age_secs),
-                );
-                Value::Object(object)
+                async_graphql::value!({
+                    "code": w.code,
+                    "service": w.service.as_str(),
+                    "message": w.message,
+                    "ageSeconds": w.age_secs,
+                })
             })
             .collect();
         response
