@@ -247,6 +247,20 @@ impl ResponseCache {
         }
     }
 
+    /// The value cached for `key`, when it is fresh and current; never goes upstream.
+    pub async fn get_fresh<T: Cacheable>(&self, key: &CacheKey) -> Option<Arc<T>> {
+        if !self.enabled {
+            return None;
+        }
+        let entry = self.fresh.get(key).await?;
+        if !self.is_current(key, &entry) {
+            return None;
+        }
+        let value = T::unwrap(&entry.value)?;
+        self.metrics.cache_hit();
+        Some(value)
+    }
+
     /// The entry for `key` from one upstream call shared by every concurrent caller, and
     /// whether this caller's `fetch` was the one that ran.
     async fn fetch_coalesced<T, F, Fut>(

@@ -178,12 +178,33 @@ impl Upstreams {
         unique_key: &str,
         limit: u8,
     ) -> Result<Fetched<Vec<ServiceProtocol>>, UpstreamError> {
-        let key = cache::CacheKey::Latest {
+        let key = |limit| cache::CacheKey::Latest {
             unique_key: unique_key.into(),
             limit,
         };
+        // Mosia answers newest first: a cached answer for this limit or a larger one holds it.
+        for cached_limit in limit..=mosia::MAX_LIMIT {
+            let Some(cached) = self
+                .cache
+                .get_fresh::<Vec<ServiceProtocol>>(&key(cached_limit))
+                .await
+            else {
+                continue;
+            };
+            let value = if cached.len() > usize::from(limit) {
+                Arc::new(cached[..usize::from(limit)].to_vec())
+            } else {
+                cached
+            };
+            return Ok(Fetched {
+                value,
+                stale_for: None,
+            });
+        }
         self.cache
-            .get_or_fetch(key, || self.mosia.latest_protocols(unique_key, limit))
+            .get_or_fetch(key(limit), || {
+                self.mosia.latest_protocols(unique_key, limit)
+            })
             .await
     }
 

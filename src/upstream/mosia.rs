@@ -29,6 +29,9 @@ use crate::{
     metrics::Metrics,
 };
 
+/// The most protocols Mosia lists at once (`totalProtocolos` is 1..10).
+pub(crate) const MAX_LIMIT: u8 = 10;
+
 pub(crate) struct MosiaClient {
     http: HttpUpstream,
     token: HeaderValue,

@@ -419,3 +419,37 @@ async fn the_cache_is_bounded_by_body_size() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_cached_longer_list_of_latest_protocols_serves_a_shorter_one() {
+    let up = Upstreams::start().await;
+    mosia_get()
+        .and(header("totalProtocolos", "10"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(fixture("mosia/ultimos-protocolos.200.json")),
+        )
+        .expect(1)
+        .mount(&up.mosia)
+        .await;
+    let app = up.app().await;
+
+    let ten = app
+        .query(r#"{ beneficiary(uniqueKey: "13331584754") { latestProtocols(limit: 10) { number } } }"#)
+        .await;
+    let two = app
+        .query(
+            r#"{ beneficiary(uniqueKey: "13331584754") { latestProtocols(limit: 2) { number } } }"#,
+        )
+        .await;
+
+    let ten = ten["data"]["beneficiary"]["latestProtocols"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let two = two["data"]["beneficiary"]["latestProtocols"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(ten.len(), 3, "the documented body has three");
+    assert_eq!(two, ten[..2]);
+}
