@@ -35,13 +35,6 @@ pub struct MetricsSnapshot {
     pub mutations_deduplicated: u64,
 }
 
-impl MetricsSnapshot {
-    /// Upstream HTTP calls of both services (TOTVS's count includes its token calls).
-    pub fn upstream_calls(&self) -> u64 {
-        self.mosia_calls + self.totvs_calls
-    }
-}
-
 impl Metrics {
     pub(crate) fn upstream_call(&self, service: Service) {
         match service {

@@ -203,12 +203,9 @@ impl ResponseCache {
                 stale_for: None,
             });
         }
-        if let Some(entry) = self.fresh.get(&key).await {
-            if self.is_current(&key, &entry) {
-                self.metrics.cache_hit();
-                return answer(&entry);
-            }
-            self.fresh.invalidate(&key).await;
+        if let Some(entry) = self.current(&key).await {
+            self.metrics.cache_hit();
+            return answer(&entry);
         }
         let mut result = self.fetch_coalesced(&key, &fetch).await;
         // A read that joined a fetch started before a mutation it must see: read once more.
@@ -247,15 +244,22 @@ impl ResponseCache {
         }
     }
 
+    /// The fresh entry for `key`, unless a mutation outdated it (then it is dropped).
+    async fn current(&self, key: &CacheKey) -> Option<Entry> {
+        let entry = self.fresh.get(key).await?;
+        if self.is_current(key, &entry) {
+            return Some(entry);
+        }
+        self.fresh.invalidate(key).await;
+        None
+    }
+
     /// The value cached for `key`, when it is fresh and current; never goes upstream.
     pub async fn get_fresh<T: Cacheable>(&self, key: &CacheKey) -> Option<Arc<T>> {
         if !self.enabled {
             return None;
         }
-        let entry = self.fresh.get(key).await?;
-        if !self.is_current(key, &entry) {
-            return None;
-        }
+        let entry = self.current(key).await?;
         let value = T::unwrap(&entry.value)?;
         self.metrics.cache_hit();
         Some(value)
