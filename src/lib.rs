@@ -17,6 +17,7 @@ pub mod cli;
 pub mod config;
 pub(crate) mod graphql;
 pub mod metrics;
+pub(crate) mod model;
 pub mod sandbox;
 pub mod server;
 pub(crate) mod upstream;

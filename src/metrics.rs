@@ -5,7 +5,7 @@ use std::{
     sync::atomic::{AtomicU64, Ordering::Relaxed},
 };
 
-use crate::upstream::Service;
+use crate::model::Service;
 
 /// Process-wide counters. Cheap to bump from any task.
 #[derive(Debug, Default)]

@@ -12,7 +12,7 @@
 //! | `RATE_LIMITED` | the upstream answered 429 |
 //! | `UPSTREAM_ERROR` | a malformed or unexpected answer, or a Mosia envelope with `status: false` |
 
-use async_graphql::{ErrorExtensionValues, Value};
+use async_graphql::{Context, ErrorExtensionValues, Value};
 
 use crate::upstream::{UpstreamError, UpstreamErrorKind};
 
@@ -41,6 +41,20 @@ impl GatewayError {
         Self::BadUserInput {
             argument: argument.into(),
             message: message.into(),
+        }
+    }
+}
+
+/// The value of a nullable field: an error becomes `null` at this field plus an entry in
+/// `errors`, as the GraphQL spec has it, instead of removing the field from its parent
+/// (async-graphql 7.2 omits an errored field; see the test `an_errored_nullable_field_is_null`).
+pub fn nullable<T>(ctx: &Context<'_>, result: Result<T, GatewayError>) -> Option<T> {
+    match result {
+        Ok(value) => Some(value),
+        Err(err) => {
+            let err = async_graphql::Error::from(err).into_server_error(ctx.item.pos);
+            ctx.add_error(ctx.set_error_path(err));
+            None
         }
     }
 }

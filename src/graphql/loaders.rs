@@ -31,8 +31,11 @@ use futures::{
 use tokio::sync::Semaphore;
 
 use crate::{
-    graphql::types::{AuthorizationProtocolPage, InteractionPage, ServiceProtocol},
-    upstream::{Fetched, InteractionQuery, ProtocolQuery, Service, UpstreamError, Upstreams},
+    model::{
+        AuthorizationProtocolPage, InteractionPage, InteractionQuery, ProtocolQuery, Service,
+        ServiceProtocol,
+    },
+    upstream::{Fetched, UpstreamError, Upstreams},
 };
 
 type Loaded<T> = Result<Arc<T>, UpstreamError>;
@@ -334,6 +337,11 @@ impl Loader<InteractionQuery> for InteractionsLoader {
             })
             .await)
     }
+}
+
+/// The loaders of the request a resolver runs in.
+pub fn request<'a>(ctx: &'a async_graphql::Context<'_>) -> &'a RequestContext {
+    ctx.data_unchecked::<RequestContext>()
 }
 
 /// Loads one key; the loader never fails as a whole, and always answers every key it is given.

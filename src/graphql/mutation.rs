@@ -9,8 +9,11 @@ use std::sync::Arc;
 
 use async_graphql::{Context, ID, InputObject, Object};
 
-use super::{errors::GatewayError, scalars::Url, types::AuthorizationProtocol, validation};
-use crate::upstream::{AuthorizationRequest, Upstreams, totvs::AttachmentDto};
+use super::{errors::GatewayError, scalars::Url, validation};
+use crate::{
+    model::{AuthorizationProtocol, AuthorizationRequest},
+    upstream::Upstreams,
+};
 
 pub struct Mutation;
 
@@ -100,10 +103,7 @@ impl Mutation {
                 .filter(|s| !s.trim().is_empty())
                 .map(|s| validation::state("input.stateAbbreviation", s))
                 .transpose()?,
-            attachments: hrefs(&input.attachments)?
-                .into_iter()
-                .map(|href| AttachmentDto { href })
-                .collect(),
+            attachments: hrefs(&input.attachments)?,
         };
         let upstreams = ctx.data_unchecked::<Arc<Upstreams>>();
         Ok(upstreams.request_authorization(&request).await?)

@@ -2,19 +2,20 @@
 
 use std::sync::Arc;
 
-use async_graphql::{ComplexObject, Context, ID, Object};
+use async_graphql::{Context, ID, Object};
 
 use super::{
     errors::GatewayError,
-    loaders::{LatestKey, RequestContext, load_one},
+    errors::nullable,
+    loaders::{LatestKey, load_one, request},
     scalars::Date,
-    types::{
-        AuthorizationProtocol, AuthorizationProtocolPage, AuthorizationStatus, InteractionPage,
-        ServiceProtocol,
-    },
+    types::AuthorizationStatus,
     validation,
 };
-use crate::upstream::{InteractionQuery, ProtocolQuery, mosia::strip_key_suffix};
+use crate::model::{
+    self, AuthorizationProtocol, AuthorizationProtocolPage, ProtocolQuery, ServiceProtocol,
+    strip_key_suffix,
+};
 
 pub struct Query;
 
@@ -95,23 +96,6 @@ async fn find_protocol(
         .iter()
         .find(|item| item.protocol.as_str() == protocol)
         .cloned())
-}
-
-/// The value of a nullable field: an error becomes `null` at this field plus an entry in
-/// `errors`, as the GraphQL spec has it, instead of removing the field from its parent.
-fn nullable<T>(ctx: &Context<'_>, result: Result<T>) -> Option<T> {
-    match result {
-        Ok(value) => Some(value),
-        Err(err) => {
-            let err = async_graphql::Error::from(err).into_server_error(ctx.item.pos);
-            ctx.add_error(ctx.set_error_path(err));
-            None
-        }
-    }
-}
-
-pub(crate) fn request<'a>(ctx: &'a Context<'_>) -> &'a RequestContext {
-    ctx.data_unchecked::<RequestContext>()
 }
 
 async fn protocols_page(
@@ -282,9 +266,13 @@ impl Beneficiary {
         let page_size = validation::range("pageSize", filters.page_size, 1, 100)?;
         let mut codes = Vec::new();
         for status in filters.status.unwrap_or_default() {
-            codes.push(status.code().ok_or_else(|| {
-                GatewayError::bad_input("status", "UNKNOWN cannot be used as a filter")
-            })?);
+            codes.push(
+                model::AuthorizationStatus::from(status)
+                    .code()
+                    .ok_or_else(|| {
+                        GatewayError::bad_input("status", "UNKNOWN cannot be used as a filter")
+                    })?,
+            );
         }
         codes.sort_unstable();
         codes.dedup();
@@ -312,39 +300,6 @@ impl Beneficiary {
         };
         let subscriber_id = self.needs_subscriber_id("authorizationProtocols")?;
         let page = protocols_page(ctx, subscriber_id.to_owned(), query).await?;
-        Ok(page.as_ref().clone())
-    }
-}
-
-#[ComplexObject]
-impl AuthorizationProtocol {
-    /// The health plan's contacts with the beneficiary about this protocol (e.g. a request for
-    /// documents), one page at a time: `page` 1 or more, `pageSize` 1..100. Null, with an
-    /// error, when TOTVS fails.
-    async fn interactions(
-        &self,
-        ctx: &Context<'_>,
-        #[graphql(default = 1)] page: i32,
-        #[graphql(default = 20)] page_size: i32,
-    ) -> Option<InteractionPage> {
-        let page = self.load_interactions(ctx, page, page_size).await;
-        nullable(ctx, page)
-    }
-}
-
-impl AuthorizationProtocol {
-    async fn load_interactions(
-        &self,
-        ctx: &Context<'_>,
-        page: i32,
-        page_size: i32,
-    ) -> Result<InteractionPage> {
-        let query = InteractionQuery {
-            protocol: self.protocol.to_string(),
-            page: validation::page("page", page)?,
-            page_size: validation::range("pageSize", page_size, 1, 100)?,
-        };
-        let page = load_one(&request(ctx).interactions, query).await?;
         Ok(page.as_ref().clone())
     }
 }

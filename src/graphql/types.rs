@@ -1,87 +1,177 @@
-//! The graph's output types. Upstream clients convert their wire types into these.
+//! The graph's output types: the `model` types, exposed. Each resolver's doc comment is the
+//! schema's description of that field.
 
-use async_graphql::{Enum, ID, SimpleObject};
+use async_graphql::{Context, Enum, ID, Object};
 
-use super::scalars::{Date, DateTime};
+use super::{
+    errors::{GatewayError, nullable},
+    loaders::{load_one, request},
+    scalars::{Date, DateTime},
+    validation,
+};
+use crate::model::{
+    self, AuthorizationProtocol, AuthorizationProtocolPage, Code, Interaction, InteractionPage,
+    InteractionQuery, Person, Professional, ServiceProtocol,
+};
 
 /// A service protocol (atendimento) opened with the health plan's customer service, from Mosia.
-#[derive(Clone, Debug, SimpleObject)]
-pub struct ServiceProtocol {
+#[Object]
+impl ServiceProtocol {
     /// The protocol number the beneficiary is told, e.g. `1111120240710000017`.
-    pub number: ID,
+    async fn number(&self) -> ID {
+        ID(self.number.clone())
+    }
     /// What kind of contact this was (e.g. "Atendimento Ativo").
-    pub occurrence_type: Code,
+    async fn occurrence_type(&self) -> &Code {
+        &self.occurrence_type
+    }
     /// Where the protocol stands (e.g. "Em Atendimento (externo)").
-    pub status: Code,
+    async fn status(&self) -> &Code {
+        &self.status
+    }
     /// The subject, when one was recorded.
-    pub subject: Option<String>,
+    async fn subject(&self) -> Option<&str> {
+        self.subject.as_deref()
+    }
     /// When the protocol was opened.
-    pub registered_at: DateTime,
+    async fn registered_at(&self) -> DateTime {
+        DateTime(self.registered_at)
+    }
     /// When the protocol last changed.
-    pub updated_at: Option<DateTime>,
+    async fn updated_at(&self) -> Option<DateTime> {
+        self.updated_at.map(DateTime)
+    }
     /// Whom the protocol is about.
-    pub beneficiary: Person,
+    async fn beneficiary(&self) -> &Person {
+        &self.beneficiary
+    }
     /// Who opened it (the beneficiary, or e.g. a parent).
-    pub requester: Person,
+    async fn requester(&self) -> &Person {
+        &self.requester
+    }
 }
 
 /// A code from the upstream's own tables, with its description in Portuguese.
-#[derive(Clone, Debug, SimpleObject)]
-pub struct Code {
-    pub id: i32,
-    pub description: String,
+#[Object]
+impl Code {
+    async fn id(&self) -> i32 {
+        self.id
+    }
+    async fn description(&self) -> &str {
+        &self.description
+    }
 }
 
 /// A person as Mosia names them.
-#[derive(Clone, Debug, SimpleObject)]
-pub struct Person {
+#[Object]
+impl Person {
     /// The name, without the `" - <uniqueKey>"` suffix Mosia sometimes appends.
-    pub name: String,
+    async fn name(&self) -> &str {
+        &self.name
+    }
     /// Mosia's unique key (chaveUnica) of the person.
-    pub unique_key: ID,
+    async fn unique_key(&self) -> ID {
+        ID(self.unique_key.clone())
+    }
 }
 
 /// A request for authorization of a procedure, from TOTVS Health Plans.
-#[derive(Clone, Debug, SimpleObject)]
-#[graphql(complex)]
-pub struct AuthorizationProtocol {
+#[Object]
+impl AuthorizationProtocol {
     /// The protocol number (BKU_NRPRO), e.g. `41750520230601000030`.
-    pub protocol: ID,
+    async fn protocol(&self) -> ID {
+        ID(self.protocol.clone())
+    }
     /// The beneficiary's 17-digit subscriber id (matrícula).
-    pub subscriber_id: ID,
+    async fn subscriber_id(&self) -> ID {
+        ID(self.subscriber_id.clone())
+    }
     /// The beneficiary's name as TOTVS records it.
-    pub beneficiary_name: String,
+    async fn beneficiary_name(&self) -> &str {
+        &self.beneficiary_name
+    }
     /// The professional who asked for the authorization.
-    pub professional: Professional,
+    async fn professional(&self) -> &Professional {
+        &self.professional
+    }
     /// Where the request stands. `UNKNOWN` when TOTVS sends a code this gateway does not know;
     /// `statusCode` then carries it.
-    pub status: AuthorizationStatus,
+    async fn status(&self) -> AuthorizationStatus {
+        self.status.into()
+    }
     /// The status code exactly as TOTVS sent it (`"1"`, `"7"`, ...).
-    pub status_code: String,
+    async fn status_code(&self) -> &str {
+        &self.status_code
+    }
     /// The authorization number, once the request is approved.
-    pub authorization_number: Option<String>,
+    async fn authorization_number(&self) -> Option<&str> {
+        self.authorization_number.as_deref()
+    }
     /// The kind of authorization, when TOTVS says.
-    pub auth_type: Option<AuthorizationType>,
+    async fn auth_type(&self) -> Option<AuthorizationType> {
+        self.auth_type.map(Into::into)
+    }
     /// The day the authorization was requested.
-    pub requested_on: Option<Date>,
+    async fn requested_on(&self) -> Option<Date> {
+        self.requested_on.map(Date)
+    }
     /// The day TOTVS analyzed the request.
-    pub analyzed_on: Option<Date>,
+    async fn analyzed_on(&self) -> Option<Date> {
+        self.analyzed_on.map(Date)
+    }
+    /// The health plan's contacts with the beneficiary about this protocol (e.g. a request for
+    /// documents), one page at a time: `page` 1 or more, `pageSize` 1..100. Null, with an
+    /// error, when TOTVS fails.
+    async fn interactions(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 1)] page: i32,
+        #[graphql(default = 20)] page_size: i32,
+    ) -> Option<InteractionPage> {
+        nullable(ctx, self.load_interactions(ctx, page, page_size).await)
+    }
+}
+
+impl AuthorizationProtocol {
+    async fn load_interactions(
+        &self,
+        ctx: &Context<'_>,
+        page: i32,
+        page_size: i32,
+    ) -> Result<InteractionPage, GatewayError> {
+        let query = InteractionQuery {
+            protocol: self.protocol.clone(),
+            page: validation::page("page", page)?,
+            page_size: validation::range("pageSize", page_size, 1, 100)?,
+        };
+        let page = load_one(&request(ctx).interactions, query).await?;
+        Ok(page.as_ref().clone())
+    }
 }
 
 /// The professional (doctor, dentist...) behind an authorization request.
-#[derive(Clone, Debug, SimpleObject)]
-pub struct Professional {
-    pub name: String,
+#[Object]
+impl Professional {
+    async fn name(&self) -> &str {
+        &self.name
+    }
     /// The regional council's acronym, e.g. `CRM`.
-    pub council: Option<String>,
+    async fn council(&self) -> Option<&str> {
+        self.council.as_deref()
+    }
     /// The registration number in that council.
-    pub council_number: Option<String>,
+    async fn council_number(&self) -> Option<&str> {
+        self.council_number.as_deref()
+    }
     /// The council's state, e.g. `SP`.
-    pub council_state: Option<String>,
+    async fn council_state(&self) -> Option<&str> {
+        self.council_state.as_deref()
+    }
 }
 
 /// The status of an authorization request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Enum)]
+#[graphql(remote = "model::AuthorizationStatus")]
 pub enum AuthorizationStatus {
     /// 1 — Autorizada.
     Authorized,
@@ -101,38 +191,9 @@ pub enum AuthorizationStatus {
     Unknown,
 }
 
-impl AuthorizationStatus {
-    /// TOTVS's code for the status, `None` for `Unknown`.
-    pub fn code(self) -> Option<u8> {
-        Some(match self {
-            Self::Authorized => 1,
-            Self::PartiallyAuthorized => 2,
-            Self::NotAuthorized => 3,
-            Self::InAudit => 6,
-            Self::UnderAnalysis => 7,
-            Self::Denied => 8,
-            Self::AwaitingDocument => 9,
-            Self::Unknown => return None,
-        })
-    }
-
-    /// The status of a TOTVS code; `"07"` reads as `"7"`.
-    pub fn from_code(code: &str) -> Self {
-        match code.trim().parse::<u32>() {
-            Ok(1) => Self::Authorized,
-            Ok(2) => Self::PartiallyAuthorized,
-            Ok(3) => Self::NotAuthorized,
-            Ok(6) => Self::InAudit,
-            Ok(7) => Self::UnderAnalysis,
-            Ok(8) => Self::Denied,
-            Ok(9) => Self::AwaitingDocument,
-            _ => Self::Unknown,
-        }
-    }
-}
-
 /// The kind of authorization.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Enum)]
+#[graphql(remote = "model::AuthorizationType")]
 pub enum AuthorizationType {
     /// 2 — SADT (exams and therapies).
     Sadt,
@@ -142,48 +203,63 @@ pub enum AuthorizationType {
     Dental,
 }
 
-impl AuthorizationType {
-    pub fn from_code(code: &str) -> Option<Self> {
-        match code.trim().parse::<u32>() {
-            Ok(2) => Some(Self::Sadt),
-            Ok(3) => Some(Self::Hospitalization),
-            Ok(4) => Some(Self::Dental),
-            _ => None,
-        }
+/// One page of a beneficiary's authorization protocols.
+#[Object]
+impl AuthorizationProtocolPage {
+    async fn items(&self) -> &[AuthorizationProtocol] {
+        &self.items
+    }
+    /// Whether a next page exists.
+    async fn has_next(&self) -> bool {
+        self.has_next
+    }
+    /// How many records come after this page.
+    async fn remaining_records(&self) -> i32 {
+        self.remaining_records
+    }
+    /// The page number asked for.
+    async fn page(&self) -> i32 {
+        self.page
+    }
+    /// The page size asked for.
+    async fn page_size(&self) -> i32 {
+        self.page_size
     }
 }
 
-/// One page of a beneficiary's authorization protocols.
-#[derive(Clone, Debug, SimpleObject)]
-pub struct AuthorizationProtocolPage {
-    pub items: Vec<AuthorizationProtocol>,
-    /// Whether a next page exists.
-    pub has_next: bool,
-    /// How many records come after this page.
-    pub remaining_records: i32,
-    /// The page number asked for.
-    pub page: i32,
-    /// The page size asked for.
-    pub page_size: i32,
-}
-
 /// A contact between the health plan and the beneficiary about an authorization protocol.
-#[derive(Clone, Debug, SimpleObject)]
-pub struct Interaction {
+#[Object]
+impl Interaction {
     /// The health plan's department that wrote it.
-    pub sector: String,
-    pub beneficiary_name: String,
-    pub date: Option<Date>,
+    async fn sector(&self) -> &str {
+        &self.sector
+    }
+    async fn beneficiary_name(&self) -> &str {
+        &self.beneficiary_name
+    }
+    async fn date(&self) -> Option<Date> {
+        self.date.map(Date)
+    }
     /// The standard reason (e.g. "FALTA DE DOCUMENTAÇÃO DO BENEFICIÁRIO").
-    pub reason: String,
+    async fn reason(&self) -> &str {
+        &self.reason
+    }
     /// Free text for the beneficiary.
-    pub observation: String,
+    async fn observation(&self) -> &str {
+        &self.observation
+    }
 }
 
 /// One page of a protocol's interactions.
-#[derive(Clone, Debug, SimpleObject)]
-pub struct InteractionPage {
-    pub items: Vec<Interaction>,
-    pub has_next: bool,
-    pub remaining_records: i32,
+#[Object]
+impl InteractionPage {
+    async fn items(&self) -> &[Interaction] {
+        &self.items
+    }
+    async fn has_next(&self) -> bool {
+        self.has_next
+    }
+    async fn remaining_records(&self) -> i32 {
+        self.remaining_records
+    }
 }

@@ -18,13 +18,14 @@ use std::{
 
 use moka::{Expiry, future::Cache};
 
-use super::{InteractionQuery, ProtocolQuery, UpstreamError, UpstreamErrorKind};
+use super::error::{UpstreamError, UpstreamErrorKind};
 use crate::{
     config::CacheSettings,
-    graphql::types::{
-        AuthorizationProtocol, AuthorizationProtocolPage, InteractionPage, ServiceProtocol,
-    },
     metrics::Metrics,
+    model::{
+        AuthorizationProtocol, AuthorizationProtocolPage, InteractionPage, InteractionQuery,
+        ProtocolQuery, Service, ServiceProtocol,
+    },
 };
 
 /// A decoded upstream answer and the size of the body it came from (the cache's weight).
@@ -376,7 +377,7 @@ fn answer<T: Cacheable>(entry: &Entry) -> Result<Fetched<T>, UpstreamError> {
                 stale_for: None,
             })
             // Keys determine the value's type, so a mismatch cannot happen; fail safe if it did.
-            .ok_or_else(|| UpstreamError::new(super::Service::Totvs, UpstreamErrorKind::Malformed)),
+            .ok_or_else(|| UpstreamError::new(Service::Totvs, UpstreamErrorKind::Malformed)),
     }
 }
 

@@ -5,7 +5,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
 
-use super::{Fault, FaultDetail};
+use super::error::{Fault, FaultDetail};
 
 /// A scalar as text: strings as sent, numbers and booleans printed; `""`, `null`, arrays and
 /// objects are absent.

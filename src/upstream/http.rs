@@ -8,8 +8,8 @@ use reqwest::{RequestBuilder, StatusCode};
 use tracing::warn;
 use url::Url;
 
-use super::{Service, UpstreamError, UpstreamErrorKind};
-use crate::{config::UpstreamSettings, metrics::Metrics};
+use super::error::{Fault, UpstreamError, UpstreamErrorKind};
+use crate::{config::UpstreamSettings, metrics::Metrics, model::Service};
 
 /// Upstream bodies larger than this are refused rather than buffered.
 const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
@@ -130,9 +130,9 @@ impl HttpUpstream {
                 .ok()
                 .and_then(|body| super::decode::fault(&body))
                 .and_then(|fault| fault.code)
-                .map(|code| super::Fault {
+                .map(|code| Fault {
                     code: Some(code),
-                    ..super::Fault::default()
+                    ..Fault::default()
                 });
             let kind = if status == StatusCode::GATEWAY_TIMEOUT && idempotency == Idempotency::Write
             {

@@ -7,7 +7,6 @@
 
 use std::sync::Arc;
 
-use async_graphql::ID;
 use reqwest::{
     StatusCode,
     header::{AUTHORIZATION, HeaderValue},
@@ -15,18 +14,15 @@ use reqwest::{
 use serde::Deserialize;
 
 use super::{
-    Service, UpstreamError, UpstreamErrorKind,
     cache::Decoded,
     decode,
+    error::{UpstreamError, UpstreamErrorKind},
     http::{HttpUpstream, Idempotency},
 };
 use crate::{
     config::Settings,
-    graphql::{
-        scalars::DateTime,
-        types::{Code, Person, ServiceProtocol},
-    },
     metrics::Metrics,
+    model::{Code, Person, Service, ServiceProtocol, strip_key_suffix},
 };
 
 /// The most protocols Mosia lists at once (`totalProtocolos` is 1..10).
@@ -168,12 +164,12 @@ impl TryFrom<ProtocolDto> for ServiceProtocol {
             .as_deref()
             .and_then(decode::epoch_millis);
         Ok(ServiceProtocol {
-            number: ID(dto.protocolo),
+            number: dto.protocolo,
             occurrence_type: dto.tipo_ocorrencia.try_into()?,
             status: dto.status.try_into()?,
             subject: dto.assunto.filter(|s| !s.trim().is_empty()),
-            registered_at: DateTime(registered_at),
-            updated_at: updated_at.map(DateTime),
+            registered_at,
+            updated_at,
             beneficiary: dto.beneficiario.into(),
             requester: dto.solicitante.into(),
         })
@@ -196,37 +192,7 @@ impl From<PersonDto> for Person {
         let name = dto.nome.unwrap_or_default();
         Person {
             name: strip_key_suffix(&name, &dto.chave_unica).to_owned(),
-            unique_key: ID(dto.chave_unica),
+            unique_key: dto.chave_unica,
         }
-    }
-}
-
-/// Mosia sometimes sends a name as `"<name> - <chaveUnica>"`; the key is not part of the name.
-pub(crate) fn strip_key_suffix<'a>(name: &'a str, unique_key: &str) -> &'a str {
-    let name = name.trim();
-    name.strip_suffix(unique_key)
-        .map(str::trim_end)
-        .and_then(|rest| rest.strip_suffix('-'))
-        .map(str::trim_end)
-        .filter(|rest| !rest.is_empty())
-        .unwrap_or(name)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::strip_key_suffix;
-
-    #[test]
-    fn the_unique_key_suffix_is_dropped_from_names() {
-        assert_eq!(
-            strip_key_suffix("Patrick Oliveira Cabral - 13331584754", "13331584754"),
-            "Patrick Oliveira Cabral"
-        );
-        assert_eq!(
-            strip_key_suffix("Patrick Oliveira Cabral", "13331584754"),
-            "Patrick Oliveira Cabral"
-        );
-        // Only the beneficiary's own key is a suffix to drop.
-        assert_eq!(strip_key_suffix("Ana - 999", "13331584754"), "Ana - 999");
     }
 }

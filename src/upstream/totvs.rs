@@ -9,8 +9,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use async_graphql::ID;
-use chrono::NaiveDate;
 use reqwest::{StatusCode, header::AUTHORIZATION};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -18,101 +16,86 @@ use tokio::sync::Mutex;
 use tracing::{debug, warn};
 
 use super::{
-    Service, UpstreamError, UpstreamErrorKind,
     cache::Decoded,
     decode::{self, Folded},
+    error::{UpstreamError, UpstreamErrorKind},
     http::{Answer, HttpUpstream, Idempotency},
 };
 use crate::{
     config::{Secret, Settings},
-    graphql::{
-        scalars::Date,
-        types::{
-            AuthorizationProtocol, AuthorizationProtocolPage, AuthorizationStatus,
-            AuthorizationType, Interaction, InteractionPage, Professional,
-        },
-    },
     metrics::Metrics,
+    model::{
+        AuthorizationProtocol, AuthorizationProtocolPage, AuthorizationRequest,
+        AuthorizationStatus, AuthorizationType, Interaction, InteractionPage, InteractionQuery,
+        Professional, ProtocolQuery, Service,
+    },
 };
 
 const API: [&str; 4] = ["totvsHealthPlans", "attendance", "v1", "authorizations"];
 
-/// Filters and paging of a protocol list, as TOTVS takes them.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
-pub struct ProtocolQuery {
-    pub protocol: Option<String>,
-    pub protocol_or_authorization: Option<String>,
-    pub solicitation_date: Option<NaiveDate>,
-    /// TOTVS status codes, sorted and without repeats so equal filters share a cache entry.
-    pub status: Vec<u8>,
-    pub page: u32,
-    pub page_size: u32,
-    pub order: Option<String>,
-}
-
-impl ProtocolQuery {
-    /// The first page with TOTVS's own default size, unfiltered.
-    pub fn first_page() -> Self {
-        Self {
-            page: 1,
-            page_size: 20,
-            ..Self::default()
-        }
+/// A protocol list's filters and paging as TOTVS's query string.
+fn protocol_params(query: &ProtocolQuery) -> Vec<(&'static str, String)> {
+    let mut params = vec![
+        ("page", query.page.to_string()),
+        ("pageSize", query.page_size.to_string()),
+    ];
+    let optional = [
+        ("protocol", query.protocol.clone()),
+        (
+            "protocolOrAuthorization",
+            query.protocol_or_authorization.clone(),
+        ),
+        (
+            "solicitationDate",
+            query
+                .solicitation_date
+                .map(|d| d.format("%Y-%m-%d").to_string()),
+        ),
+        ("order", query.order.clone()),
+    ];
+    params.extend(optional.into_iter().filter_map(|(k, v)| Some((k, v?))));
+    if !query.status.is_empty() {
+        let codes: Vec<String> = query.status.iter().map(u8::to_string).collect();
+        params.push(("status", codes.join(",")));
     }
-
-    fn params(&self) -> Vec<(&'static str, String)> {
-        let mut params = vec![
-            ("page", self.page.to_string()),
-            ("pageSize", self.page_size.to_string()),
-        ];
-        let optional = [
-            ("protocol", self.protocol.clone()),
-            (
-                "protocolOrAuthorization",
-                self.protocol_or_authorization.clone(),
-            ),
-            (
-                "solicitationDate",
-                self.solicitation_date
-                    .map(|d| d.format("%Y-%m-%d").to_string()),
-            ),
-            ("order", self.order.clone()),
-        ];
-        params.extend(optional.into_iter().filter_map(|(k, v)| Some((k, v?))));
-        if !self.status.is_empty() {
-            let codes: Vec<String> = self.status.iter().map(u8::to_string).collect();
-            params.push(("status", codes.join(",")));
-        }
-        params
-    }
+    params
 }
 
-/// A page of a protocol's interactions.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct InteractionQuery {
-    pub protocol: String,
-    pub page: u32,
-    pub page_size: u32,
-}
-
-/// A new authorization request, as the mutation received it (already validated).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+/// The body of `POST …/protocols`, as TOTVS documents it.
+#[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct AuthorizationRequest {
-    pub subscriber_id: String,
-    pub professional_name: String,
+struct AuthorizationRequestDto<'a> {
+    subscriber_id: &'a str,
+    professional_name: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub state_abbreviation: Option<String>,
+    state_abbreviation: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub professional_council: Option<String>,
+    professional_council: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub professional_council_number: Option<String>,
-    pub attachments: Vec<AttachmentDto>,
+    professional_council_number: Option<&'a str>,
+    attachments: Vec<AttachmentDto<'a>>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
-pub struct AttachmentDto {
-    pub href: String,
+#[derive(Serialize)]
+struct AttachmentDto<'a> {
+    href: &'a str,
+}
+
+impl<'a> From<&'a AuthorizationRequest> for AuthorizationRequestDto<'a> {
+    fn from(request: &'a AuthorizationRequest) -> Self {
+        Self {
+            subscriber_id: &request.subscriber_id,
+            professional_name: &request.professional_name,
+            state_abbreviation: request.state_abbreviation.as_deref(),
+            professional_council: request.professional_council.as_deref(),
+            professional_council_number: request.professional_council_number.as_deref(),
+            attachments: request
+                .attachments
+                .iter()
+                .map(|href| AttachmentDto { href })
+                .collect(),
+        }
+    }
 }
 
 pub(crate) struct TotvsClient {
@@ -146,7 +129,7 @@ impl TotvsClient {
     ) -> Result<Decoded<AuthorizationProtocolPage>, UpstreamError> {
         let path = [API[0], API[1], API[2], API[3], subscriber_id, "protocols"];
         let page = self
-            .get_page(&path, &query.params(), |item| {
+            .get_page(&path, &protocol_params(query), |item| {
                 protocol_from(item, Some(subscriber_id))
             })
             .await?;
@@ -236,7 +219,7 @@ impl TotvsClient {
             .url(&[API[0], API[1], API[2], API[3], "protocols", "attachments"]);
         let body = serde_json::json!({
             "protocol": protocol,
-            "attachments": hrefs.iter().map(|href| serde_json::json!({"href": href})).collect::<Vec<_>>(),
+            "attachments": hrefs.iter().map(|href| AttachmentDto { href }).collect::<Vec<_>>(),
         });
         self.post_protocol(url, &body).await
     }
@@ -248,7 +231,8 @@ impl TotvsClient {
         let url = self
             .http
             .url(&[API[0], API[1], API[2], API[3], "protocols"]);
-        self.post_protocol(url, request).await
+        self.post_protocol(url, &AuthorizationRequestDto::from(request))
+            .await
     }
 
     async fn post_protocol(
@@ -409,14 +393,14 @@ fn protocol_from(
         if date.is_none() {
             warn!(service = "totvs", field = key, "unreadable date");
         }
-        date.map(Date)
+        date
     };
     Ok(AuthorizationProtocol {
-        protocol: ID(protocol),
-        subscriber_id: ID(item
+        protocol,
+        subscriber_id: item
             .text("subscriberid")
             .or_else(|| subscriber_id.map(str::to_owned))
-            .unwrap_or_default()),
+            .unwrap_or_default(),
         beneficiary_name: required("name"),
         professional: Professional {
             name: required("professionalname"),
@@ -441,8 +425,7 @@ fn interaction_from(item: Map<String, Value>) -> Result<Interaction, String> {
         date: item
             .text("interactiondate")
             .as_deref()
-            .and_then(decode::date)
-            .map(Date),
+            .and_then(decode::date),
         reason: item.required("defaultreason").unwrap_or_default(),
         observation: item.required("observation").unwrap_or_default(),
     })
