@@ -3,7 +3,6 @@
 
 use std::{future::Future, net::SocketAddr, sync::Arc};
 
-use async_graphql::{ServerError, Value, parser::types::OperationType};
 use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
 use axum::{
     Json, Router,
@@ -22,7 +21,10 @@ use tower_http::{
 
 use crate::{
     config::Settings,
-    graphql::{self, AppSchema, loaders::RequestContext, order},
+    graphql::{
+        self,
+        execute::{Executor, Outcome},
+    },
     metrics::Metrics,
     upstream::Upstreams,
 };
@@ -43,10 +45,8 @@ pub enum StartError {
 
 #[derive(Clone)]
 struct AppState {
-    schema: AppSchema,
-    upstreams: Arc<Upstreams>,
+    executor: Executor,
     metrics: Arc<Metrics>,
-    max_concurrency: usize,
     graphiql: bool,
 }
 
@@ -62,11 +62,10 @@ impl Application {
     pub async fn build(settings: Settings) -> Result<Self, StartError> {
         let metrics = Arc::new(Metrics::default());
         let upstreams = Arc::new(Upstreams::new(&settings, metrics.clone())?);
+        let schema = graphql::build_schema(&settings.server, Some(upstreams.clone()));
         let state = AppState {
-            schema: graphql::build_schema(&settings.server, Some(upstreams.clone())),
-            upstreams,
+            executor: Executor::new(schema, upstreams, settings.upstream.max_concurrency),
             metrics: metrics.clone(),
-            max_concurrency: settings.upstream.max_concurrency,
             graphiql: settings.server.graphiql,
         };
         let router = Router::new()
@@ -119,8 +118,8 @@ impl Application {
 async fn graphql_post(
     State(state): State<AppState>,
     request: GraphQLRequest<GraphQLRequestRejection>,
-) -> GraphQLResponse {
-    execute(&state, request.into_inner()).await
+) -> Response {
+    execute(&state, request.into_inner(), true).await
 }
 
 /// GET serves GraphiQL to a browser, and runs queries (never mutations) from the query string.
@@ -151,18 +150,7 @@ async fn graphql_get(State(state): State<AppState>, request: Request) -> Respons
             );
         }
     };
-    if is_mutation(&request) {
-        let mut response = graphql_error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "METHOD_NOT_ALLOWED",
-            "mutations are not allowed over GET; send them with POST",
-        );
-        response
-            .headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static("POST"));
-        return response;
-    }
-    execute(&state, request).await.into_response()
+    execute(&state, request, false).await
 }
 
 fn graphiql_page() -> &'static str {
@@ -203,78 +191,29 @@ async fn graphiql_asset(State(state): State<AppState>, Path(file): Path<String>)
         .into_response()
 }
 
-/// Whether the operation the request would run is a mutation. A document that does not parse
-/// is left to the executor, which reports the syntax error.
-fn is_mutation(request: &async_graphql::Request) -> bool {
-    async_graphql::parser::parse_query(&request.query).is_ok_and(|document| {
-        order::selected_operation(&document, request.operation_name.as_deref())
-            .is_some_and(|op| op.ty == OperationType::Mutation)
-    })
-}
-
-async fn execute(state: &AppState, request: async_graphql::Request) -> GraphQLResponse {
-    let (context, batches) = RequestContext::new(state.upstreams.clone(), state.max_concurrency);
-    let warnings = context.warnings.clone();
-    let query = request.query.clone();
-    let operation_name = request.operation_name.clone();
-    let mut response = batches
-        .drive(state.schema.execute(request.data(context)))
-        .await;
-    if matches!(response.data, Value::Object(_)) {
-        order::order_like_query(&mut response.data, &query, operation_name.as_deref());
+/// Runs `request` and answers it as GraphQL over HTTP.
+async fn execute(
+    state: &AppState,
+    request: async_graphql::Request,
+    allow_mutation: bool,
+) -> Response {
+    let executed = state.executor.execute(request, allow_mutation).await;
+    match executed.outcome {
+        Outcome::MutationNotAllowed => {
+            let mut response = (
+                StatusCode::METHOD_NOT_ALLOWED,
+                GraphQLResponse::from(executed.response),
+            )
+                .into_response();
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("POST"));
+            response
+        }
+        Outcome::Executed | Outcome::Rejected => {
+            GraphQLResponse::from(executed.response).into_response()
+        }
     }
-    // Only a response without data can come from a document that does not parse.
-    let unparsable = response.data == Value::Null
-        && !response.errors.is_empty()
-        && async_graphql::parser::parse_query(&query).is_err();
-    for error in &mut response.errors {
-        add_default_code(error, unparsable);
-    }
-    let warnings = warnings.take();
-    if !warnings.is_empty() {
-        let list = warnings
-            .into_iter()
-            .map(|w| {
-                async_graphql::value!({
-                    "code": w.code,
-                    "service": w.service.as_str(),
-                    "message": w.message,
-                    "ageSeconds": w.age_secs,
-                })
-            })
-            .collect();
-        response
-            .extensions
-            .insert("warnings".into(), Value::List(list));
-    }
-    response.into()
-}
-
-/// Errors the GraphQL engine raises itself (syntax, validation, input coercion) carry no code;
-/// give them the ones Apollo's ecosystem uses so clients can tell them apart.
-fn add_default_code(error: &mut ServerError, unparsable: bool) {
-    let has_code = error
-        .extensions
-        .as_ref()
-        .is_some_and(|ext| ext.get("code").is_some());
-    if has_code {
-        return;
-    }
-    let code = if unparsable {
-        "GRAPHQL_PARSE_FAILED"
-    } else if error.message.starts_with("Invalid value for argument")
-        || error.message.contains("Failed to parse")
-    {
-        "BAD_USER_INPUT"
-    } else if error.path.is_empty() {
-        "GRAPHQL_VALIDATION_FAILED"
-    } else {
-        "INTERNAL_SERVER_ERROR"
-    };
-    error
-        .extensions
-        .get_or_insert_with(Default::default)
-        .set("code", code);
 }
 
 /// CORS for the configured browser origins; none configured, no CORS headers at all.

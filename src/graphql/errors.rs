@@ -1,16 +1,7 @@
 //! The one place errors become GraphQL errors with `extensions.code`.
 //!
-//! | code | when |
-//! |---|---|
-//! | `BAD_USER_INPUT` | an argument fails the gateway's checks (`extensions.argument` names it), or TOTVS answered 406 |
-//! | `NOT_FOUND` | the upstream answered 404 |
-//! | `ATTACHMENTS_NOT_ALLOWED` | TOTVS E003: the protocol's status does not accept attachments |
-//! | `ATTACHMENT_DOWNLOAD_FAILED` | TOTVS E007: TOTVS could not download an attachment (`extensions.failedUrl`) |
-//! | `UPSTREAM_AUTH_FAILED` | the gateway's own credentials were refused after one renewal |
-//! | `UPSTREAM_TIMEOUT` | the upstream did not answer in time (`extensions.outcomeUnknown` on writes) |
-//! | `UPSTREAM_UNAVAILABLE` | 5xx, connection refused |
-//! | `RATE_LIMITED` | the upstream answered 429 |
-//! | `UPSTREAM_ERROR` | a malformed or unexpected answer, or a Mosia envelope with `status: false` |
+//! The codes and when each is answered are listed once, for clients, in README.md ("Errors");
+//! the engine's own codes are set in `codes.rs`.
 
 use async_graphql::{Context, ErrorExtensionValues, Value};
 

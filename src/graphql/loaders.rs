@@ -30,6 +30,7 @@ use futures::{
 };
 use tokio::sync::Semaphore;
 
+use super::identifiers::ArgumentPositions;
 use crate::{
     model::{
         AuthorizationProtocolPage, InteractionPage, InteractionQuery, ProtocolQuery, Service,
@@ -46,11 +47,19 @@ pub struct RequestContext {
     pub protocols: DataLoader<ProtocolsLoader, HashMapCache>,
     pub interactions: DataLoader<InteractionsLoader, HashMapCache>,
     pub warnings: Arc<Warnings>,
+    /// Set once the engine starts executing: the request parsed and validated.
+    pub executed: Arc<AtomicBool>,
+    /// Where the operation names its arguments, to tell input errors from others.
+    pub argument_positions: ArgumentPositions,
 }
 
 impl RequestContext {
     /// The context of one request, and the batches its loaders will ask to run.
-    pub fn new(upstreams: Arc<Upstreams>, max_concurrency: usize) -> (Self, Batches) {
+    pub fn new(
+        upstreams: Arc<Upstreams>,
+        max_concurrency: usize,
+        argument_positions: ArgumentPositions,
+    ) -> (Self, Batches) {
         let (batches, queue) = mpsc::unbounded::<BoxFuture<'static, ()>>();
         let warnings = Arc::new(Warnings::default());
         let shared = Shared {
@@ -71,6 +80,8 @@ impl RequestContext {
             protocols: loader(ProtocolsLoader(shared.clone()), &batches),
             interactions: loader(InteractionsLoader(shared), &batches),
             warnings,
+            executed: Arc::default(),
+            argument_positions,
         };
         (context, Batches(queue))
     }

@@ -1,6 +1,9 @@
 //! The GraphQL schema: types, resolvers, loaders and the mapping of errors to `extensions.code`.
 
+pub(crate) mod codes;
 pub(crate) mod errors;
+pub(crate) mod execute;
+pub(crate) mod identifiers;
 pub(crate) mod loaders;
 pub(crate) mod mutation;
 pub(crate) mod order;
@@ -22,7 +25,8 @@ pub fn build_schema(settings: &ServerSettings, upstreams: Option<Arc<Upstreams>>
     let mut builder = Schema::build(query::Query, mutation::Mutation, EmptySubscription)
         .enable_federation()
         .limit_depth(settings.max_depth)
-        .limit_complexity(settings.max_complexity);
+        .limit_complexity(settings.max_complexity)
+        .extension(codes::EngineCodes);
     if !settings.graphiql {
         builder = builder.disable_introspection();
     }

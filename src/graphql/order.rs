@@ -27,13 +27,14 @@ pub fn selected_operation<'a>(
     }
 }
 
-/// Reorders `data` after the selection sets of the operation `query` runs.
-pub fn order_like_query(data: &mut Value, query: &str, operation_name: Option<&str>) {
-    let Ok(document) = async_graphql::parser::parse_query(query) else {
-        return;
-    };
-    if let Some(operation) = selected_operation(&document, operation_name) {
-        reorder(data, &[&operation.selection_set.node], &document);
+/// Reorders `data` after the selection sets of the operation of `document` that ran.
+pub fn order_like_document(
+    data: &mut Value,
+    document: &ExecutableDocument,
+    operation_name: Option<&str>,
+) {
+    if let Some(operation) = selected_operation(document, operation_name) {
+        reorder(data, &[&operation.selection_set.node], document);
     }
 }
 
@@ -108,7 +109,8 @@ mod tests {
         let mut data = async_graphql::value!({
             "b": { "x": 1, "list": [{ "p": 1, "q": 2 }], "a": 3, "z": 4 }
         });
-        order_like_query(&mut data, query, None);
+        let document = async_graphql::parser::parse_query(query).unwrap();
+        order_like_document(&mut data, &document, None);
         assert_eq!(
             serde_json::to_string(&data).unwrap(),
             r#"{"b":{"z":4,"a":3,"list":[{"q":2,"p":1}],"x":1}}"#

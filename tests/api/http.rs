@@ -3,13 +3,13 @@
 
 use std::process::Command;
 
-use serde_json::json;
+use serde_json::{Value, json};
 use wiremock::{
     Mock, ResponseTemplate,
     matchers::{method, path},
 };
 
-use crate::helpers::{Upstreams, fixture, mosia_get};
+use crate::helpers::{Upstreams, codes, fixture, mosia_get};
 
 #[tokio::test]
 async fn get_runs_queries_from_the_query_string() {
@@ -378,4 +378,81 @@ async fn a_body_over_the_limit_is_refused_as_graphql_whether_sized_or_chunked() 
         let body: serde_json::Value = response.json().await.unwrap();
         assert_eq!(body["errors"][0]["extensions"]["code"], "PAYLOAD_TOO_LARGE");
     }
+}
+
+#[tokio::test]
+async fn client_mistakes_in_variables_get_client_codes_and_reach_no_upstream() {
+    let up = Upstreams::start().await;
+    // Any upstream call would fail these `.expect(0)`.
+    up.mosia_documented(0).await;
+    up.list_documented(0).await;
+    let app = up.app().await;
+
+    let undeclared = app
+        .query(r#"{ beneficiary(uniqueKey: $k) { latestProtocols { number } } }"#)
+        .await;
+    assert_eq!(codes(&undeclared), ["GRAPHQL_VALIDATION_FAILED"]);
+
+    let not_given = app
+        .query_with(
+            r#"query($k: ID!) { beneficiary(uniqueKey: $k) { latestProtocols { number } } }"#,
+            json!({}),
+        )
+        .await;
+    assert_eq!(codes(&not_given), ["BAD_USER_INPUT"]);
+
+    let wrong_type = app
+        .query_with(
+            r#"query($n: Int!) { beneficiary(uniqueKey: "13331584754") { latestProtocols(limit: $n) { number } } }"#,
+            json!({ "n": "three" }),
+        )
+        .await;
+    assert_eq!(codes(&wrong_type), ["BAD_USER_INPUT"]);
+
+    let wrong_shape = app
+        .query_with(
+            r#"mutation($i: AddAuthorizationAttachmentsInput!) { addAuthorizationAttachments(input: $i) { status } }"#,
+            json!({ "i": { "protocol": "41750520230620000004", "attachments": "not a list of objects" } }),
+        )
+        .await;
+    assert_eq!(codes(&wrong_shape), ["BAD_USER_INPUT"]);
+    let missing_field = app
+        .query_with(
+            r#"mutation($i: AddAuthorizationAttachmentsInput!) { addAuthorizationAttachments(input: $i) { status } }"#,
+            json!({ "i": { "protocol": "41750520230620000004" } }),
+        )
+        .await;
+    assert_eq!(codes(&missing_field), ["BAD_USER_INPUT"]);
+}
+
+#[tokio::test]
+async fn an_identifier_sent_as_a_json_number_is_refused_as_bad_user_input() {
+    let up = Upstreams::start().await;
+    up.list_documented(0).await;
+    let app = up.app().await;
+
+    let as_variable = app
+        .query_with(
+            r#"query($s: ID!) { beneficiary(subscriberId: $s) { authorizationProtocols { hasNext } } }"#,
+            json!({ "s": 11008000027010_u64 }),
+        )
+        .await;
+    assert_eq!(codes(&as_variable), ["BAD_USER_INPUT"]);
+    let message = as_variable["errors"][0]["message"].as_str().unwrap();
+    assert!(message.contains("must be a string"), "{message}");
+    assert!(as_variable.get("data").is_none_or(Value::is_null));
+
+    let as_literal = app
+        .query(r#"{ beneficiary(subscriberId: 11008000027010) { authorizationProtocols { hasNext } } }"#)
+        .await;
+    assert_eq!(codes(&as_literal), ["BAD_USER_INPUT"]);
+    assert_eq!(as_literal["errors"][0]["extensions"]["argument"], "subscriberId");
+
+    let as_string = app
+        .query_with(
+            r#"query($s: ID!) { beneficiary(subscriberId: $s) { subscriberId } }"#,
+            json!({ "s": "00011008000027010" }),
+        )
+        .await;
+    assert_eq!(as_string["data"]["beneficiary"]["subscriberId"], "00011008000027010");
 }

@@ -1,0 +1,146 @@
+//! The GraphQL request path, whole: parse once, pick the operation, check it, run it with the
+//! request's loaders, and shape the response (field order, codes, warnings). `server.rs` hands
+//! requests here and knows nothing of GraphQL beyond the outcome's kind.
+
+use std::sync::{Arc, atomic::Ordering};
+
+use async_graphql::{Response, ServerError, Value, parser::types::OperationType};
+
+use super::{
+    AppSchema, codes, identifiers,
+    loaders::{RequestContext, Warning},
+    order,
+};
+use crate::upstream::Upstreams;
+
+/// Runs GraphQL requests against the schema and the upstreams.
+#[derive(Clone)]
+pub struct Executor {
+    schema: AppSchema,
+    upstreams: Arc<Upstreams>,
+    max_concurrency: usize,
+}
+
+/// How a request ended, for the HTTP layer to choose a status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The operation ran (its fields may still have errors).
+    Executed,
+    /// The request failed before execution: syntax, validation, unknown operation, bad input.
+    Rejected,
+    /// A mutation arrived by a method that may not run one (GET).
+    MutationNotAllowed,
+}
+
+pub struct Executed {
+    pub response: Response,
+    pub outcome: Outcome,
+}
+
+impl Executed {
+    fn rejected(error: ServerError) -> Self {
+        Self {
+            response: Response::from_errors(vec![error]),
+            outcome: Outcome::Rejected,
+        }
+    }
+}
+
+impl Executor {
+    pub fn new(schema: AppSchema, upstreams: Arc<Upstreams>, max_concurrency: usize) -> Self {
+        Self {
+            schema,
+            upstreams,
+            max_concurrency,
+        }
+    }
+
+    /// Runs `request`; `allow_mutation` is false for methods that must not change anything.
+    pub async fn execute(
+        &self,
+        mut request: async_graphql::Request,
+        allow_mutation: bool,
+    ) -> Executed {
+        let document = match async_graphql::parser::parse_query(&request.query) {
+            Ok(document) => document,
+            Err(err) => {
+                let err = codes::with_default_code(ServerError::from(err), codes::PARSE_FAILED);
+                return Executed::rejected(err);
+            }
+        };
+        let operation_name = request.operation_name.clone();
+        let Some(operation) = order::selected_operation(&document, operation_name.as_deref())
+        else {
+            let message = match &operation_name {
+                Some(name) => format!("the document has no operation named {name:?}"),
+                None => "the document has several operations: name one in operationName".into(),
+            };
+            let err = ServerError::new(message, None);
+            return Executed::rejected(codes::with_default_code(err, codes::VALIDATION_FAILED));
+        };
+        if operation.ty == OperationType::Mutation && !allow_mutation {
+            return Executed {
+                response: Response::from_errors(vec![codes::with_default_code(
+                    ServerError::new(
+                        "mutations are not allowed over GET; send them with POST",
+                        None,
+                    ),
+                    "METHOD_NOT_ALLOWED",
+                )]),
+                outcome: Outcome::MutationNotAllowed,
+            };
+        }
+        let argument_positions = match identifiers::check(&document, operation, &request.variables)
+        {
+            Ok(positions) => positions,
+            Err(err) => return Executed::rejected(err),
+        };
+
+        let (context, batches) = RequestContext::new(
+            self.upstreams.clone(),
+            self.max_concurrency,
+            argument_positions,
+        );
+        let warnings = context.warnings.clone();
+        let executed = context.executed.clone();
+        request.set_parsed_query(document.clone());
+        let mut response = batches
+            .drive(self.schema.execute(request.data(context)))
+            .await;
+        let outcome = if executed.load(Ordering::Relaxed) {
+            Outcome::Executed
+        } else {
+            Outcome::Rejected
+        };
+        if matches!(response.data, Value::Object(_)) {
+            order::order_like_document(&mut response.data, &document, operation_name.as_deref());
+        }
+        for error in &mut response.errors {
+            // Anything the hooks left uncoded failed outside them (e.g. the operation lookup of
+            // a validated document, which cannot fail here): the gateway's fault.
+            codes::set_default_code(error, codes::INTERNAL);
+        }
+        add_warnings(&mut response, warnings.take());
+        Executed { response, outcome }
+    }
+}
+
+fn add_warnings(response: &mut Response, warnings: Vec<Warning>) {
+    if warnings.is_empty() {
+        return;
+    }
+    let list = warnings
+        .into_iter()
+        .map(|w| {
+            async_graphql::value!({
+                "code": w.code,
+                "service": w.service.as_str(),
+                "message": w.message,
+                "ageSeconds": w.age_secs,
+            })
+        })
+        .collect();
+    response
+        .extensions
+        .insert("warnings".into(), Value::List(list));
+}
