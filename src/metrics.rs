@@ -19,6 +19,8 @@ pub struct Metrics {
     cache_coalesced: AtomicU64,
     stale_served: AtomicU64,
     mutations_deduplicated: AtomicU64,
+    mosia_items_dropped: AtomicU64,
+    totvs_items_dropped: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -33,6 +35,8 @@ pub struct MetricsSnapshot {
     pub cache_coalesced: u64,
     pub stale_served: u64,
     pub mutations_deduplicated: u64,
+    pub mosia_items_dropped: u64,
+    pub totvs_items_dropped: u64,
 }
 
 impl Metrics {
@@ -42,6 +46,15 @@ impl Metrics {
             Service::Totvs => &self.totvs_calls,
         }
         .fetch_add(1, Relaxed);
+    }
+    /// Items of an upstream answer not passed on: beyond the page asked for, or about another
+    /// beneficiary than the one asked for.
+    pub(crate) fn items_dropped(&self, service: Service, count: usize) {
+        match service {
+            Service::Mosia => &self.mosia_items_dropped,
+            Service::Totvs => &self.totvs_items_dropped,
+        }
+        .fetch_add(u64::try_from(count).unwrap_or(u64::MAX), Relaxed);
     }
     pub(crate) fn token_call(&self) {
         self.totvs_token_calls.fetch_add(1, Relaxed);
@@ -76,13 +89,15 @@ impl Metrics {
             cache_coalesced: self.cache_coalesced.load(Relaxed),
             stale_served: self.stale_served.load(Relaxed),
             mutations_deduplicated: self.mutations_deduplicated.load(Relaxed),
+            mosia_items_dropped: self.mosia_items_dropped.load(Relaxed),
+            totvs_items_dropped: self.totvs_items_dropped.load(Relaxed),
         }
     }
 
     /// The counters in the Prometheus text exposition format.
     pub fn render_prometheus(&self) -> String {
         let s = self.snapshot();
-        let rows: [(&str, &str, &str, u64); 9] = [
+        let rows: [(&str, &str, &str, u64); 11] = [
             (
                 "protocol_graph_upstream_calls_total",
                 "service=\"mosia\"",
@@ -136,6 +151,18 @@ impl Metrics {
                 "",
                 "Identical mutations answered without a second upstream call.",
                 s.mutations_deduplicated,
+            ),
+            (
+                "protocol_graph_upstream_items_dropped_total",
+                "service=\"mosia\"",
+                "Items of upstream answers not passed on: beyond the page size asked for, or about another beneficiary.",
+                s.mosia_items_dropped,
+            ),
+            (
+                "protocol_graph_upstream_items_dropped_total",
+                "service=\"totvs\"",
+                "",
+                s.totvs_items_dropped,
             ),
         ];
         let mut out = String::new();

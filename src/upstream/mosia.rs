@@ -31,6 +31,7 @@ pub(crate) const MAX_LIMIT: u8 = 10;
 pub(crate) struct MosiaClient {
     http: HttpUpstream,
     token: HeaderValue,
+    metrics: Arc<Metrics>,
 }
 
 impl MosiaClient {
@@ -43,9 +44,10 @@ impl MosiaClient {
                 Service::Mosia,
                 settings.mosia.base_url.clone(),
                 &settings.upstream,
-                metrics,
+                metrics.clone(),
             )?,
             token,
+            metrics,
         })
     }
 
@@ -97,13 +99,30 @@ impl MosiaClient {
             return Err(self.http.malformed(status, &"envelope status is not true"));
         }
         let items = envelope.data.unwrap_or_default();
-        let mut protocols = items
+        let limit = usize::from(limit);
+        if items.len() > limit {
+            // Mosia documents newest first; a longer answer than asked for is cut, not trusted.
+            self.metrics.items_dropped(Service::Mosia, items.len() - limit);
+        }
+        let protocols = items
             .into_iter()
+            .take(limit)
             .map(ServiceProtocol::try_from)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|err| self.http.malformed(status, &err))?;
-        // Mosia documents newest first; a longer answer than asked for is cut, not trusted.
-        protocols.truncate(usize::from(limit));
+        // The gateway's token reads every beneficiary: a protocol about another one in this
+        // answer is Mosia's mistake, and must not reach a caller allowed to see only this one.
+        let (protocols, foreign): (Vec<_>, Vec<_>) = protocols
+            .into_iter()
+            .partition(|p| p.beneficiary.unique_key == unique_key);
+        if !foreign.is_empty() {
+            tracing::warn!(
+                service = "mosia",
+                dropped = foreign.len(),
+                "answer held protocols of another beneficiary"
+            );
+            self.metrics.items_dropped(Service::Mosia, foreign.len());
+        }
         Ok(Decoded {
             value: protocols,
             bytes: answer.body.len(),

@@ -101,10 +101,12 @@ impl<'a> From<&'a AuthorizationRequest> for AuthorizationRequestDto<'a> {
 pub(crate) struct TotvsClient {
     http: HttpUpstream,
     tokens: TokenManager,
+    metrics: Arc<Metrics>,
 }
 
 impl TotvsClient {
     pub fn new(settings: &Settings, metrics: Arc<Metrics>) -> Result<Self, reqwest::Error> {
+        let metrics_for_client = metrics.clone();
         let http = HttpUpstream::new(
             Service::Totvs,
             settings.totvs.base_url.clone(),
@@ -119,7 +121,11 @@ impl TotvsClient {
             state: Mutex::new(None),
             metrics,
         };
-        Ok(Self { http, tokens })
+        Ok(Self {
+            http,
+            tokens,
+            metrics: metrics_for_client,
+        })
     }
 
     pub async fn protocols(
@@ -129,13 +135,28 @@ impl TotvsClient {
     ) -> Result<Decoded<AuthorizationProtocolPage>, UpstreamError> {
         let path = [API[0], API[1], API[2], API[3], subscriber_id, "protocols"];
         let page = self
-            .get_page(&path, &protocol_params(query), |item| {
+            .get_page(&path, &protocol_params(query), query.page_size, |item| {
                 protocol_from(item, Some(subscriber_id))
             })
             .await?;
+        // The gateway's credentials read every subscriber: an item of another one in this list
+        // is TOTVS's mistake, and must not reach a caller allowed to see only this one.
+        let (items, foreign): (Vec<_>, Vec<_>) = page
+            .value
+            .items
+            .into_iter()
+            .partition(|item| item.subscriber_id == subscriber_id);
+        if !foreign.is_empty() {
+            warn!(
+                service = "totvs",
+                dropped = foreign.len(),
+                "protocol list held items of another subscriber"
+            );
+            self.metrics.items_dropped(Service::Totvs, foreign.len());
+        }
         Ok(Decoded {
             value: AuthorizationProtocolPage {
-                items: page.value.items,
+                items,
                 has_next: page.value.has_next,
                 remaining_records: page.value.remaining_records,
                 page: clamp_i32(query.page),
@@ -162,7 +183,9 @@ impl TotvsClient {
             ("page", query.page.to_string()),
             ("pageSize", query.page_size.to_string()),
         ];
-        let page = self.get_page(&path, &params, interaction_from).await?;
+        let page = self
+            .get_page(&path, &params, query.page_size, interaction_from)
+            .await?;
         Ok(Decoded {
             value: InteractionPage {
                 items: page.value.items,
@@ -178,6 +201,7 @@ impl TotvsClient {
         &self,
         path: &[&str],
         params: &[(&str, String)],
+        page_size: u32,
         item_from: impl Fn(Map<String, Value>) -> Result<T, String>,
     ) -> Result<Decoded<Page<T>>, UpstreamError> {
         let url = self.http.url(path);
@@ -192,10 +216,24 @@ impl TotvsClient {
         let answer = self.expect(answer, StatusCode::OK)?;
         let page = decode_page(&answer.body)
             .and_then(|page| {
+                let size = usize::try_from(page_size).unwrap_or(usize::MAX);
+                if page.items.len() > size {
+                    // A page that ignores `pageSize` is cut, not refused: what was asked for
+                    // is in it. Cut before converting, so a huge page costs no more work.
+                    warn!(
+                        service = "totvs",
+                        items = page.items.len(),
+                        page_size,
+                        "page longer than asked for"
+                    );
+                    self.metrics
+                        .items_dropped(Service::Totvs, page.items.len() - size);
+                }
                 Ok(Page {
                     items: page
                         .items
                         .into_iter()
+                        .take(size)
                         .map(&item_from)
                         .collect::<Result<_, _>>()?,
                     has_next: page.has_next,
@@ -467,6 +505,10 @@ fn lenient_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>
 
 /// TOTVS documents refresh tokens as living 24 h.
 const REFRESH_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+/// The range an access token's `expires_in` is clamped to: a token said to live 0 s would be
+/// renewed on every call, one said to live for years never.
+const MIN_TOKEN_LIFETIME_SECS: u64 = 10;
+const MAX_TOKEN_LIFETIME_SECS: u64 = 24 * 3600;
 
 impl TokenManager {
     /// A valid `Bearer ...` header value and the generation it belongs to.
@@ -515,7 +557,13 @@ impl TokenManager {
                 .await?
             }
         };
-        let lifetime = Duration::from_secs(dto.expires_in.unwrap_or(3600).max(1));
+        // An upstream's number is not trusted with the clock: `expires_in: u64::MAX` once made
+        // every request panic on `Instant + Duration` overflow.
+        let lifetime = Duration::from_secs(
+            dto.expires_in
+                .unwrap_or(3600)
+                .clamp(MIN_TOKEN_LIFETIME_SECS, MAX_TOKEN_LIFETIME_SECS),
+        );
         let token = Token {
             bearer: format!("Bearer {}", dto.access_token).into(),
             refresh: dto.refresh_token.filter(|t| !t.is_empty()).map(Secret::new),
