@@ -1,5 +1,8 @@
 //! The GraphQL schema: types, resolvers, loaders and the mapping of errors to `extensions.code`.
 
+// wired in by the request path
+#[allow(dead_code)]
+pub(crate) mod cost;
 pub(crate) mod errors;
 pub(crate) mod loaders;
 pub(crate) mod mutation;
