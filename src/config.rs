@@ -55,6 +55,7 @@ pub struct Settings {
     pub upstream: UpstreamSettings,
     pub cache: CacheSettings,
     pub server: ServerSettings,
+    pub limits: LimitsSettings,
 }
 
 #[derive(Clone, Debug)]
@@ -173,6 +174,34 @@ impl Default for ServerSettings {
     }
 }
 
+/// What one request may cost; the `[limits]` table of the config file.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsSettings {
+    /// Most upstream calls one request may make: estimated from the document before anything
+    /// runs (`COST_ESTIMATED_TOO_EXPENSIVE`), and counted while it runs
+    /// (`COST_ACTUAL_TOO_EXPENSIVE`).
+    pub max_upstream_calls: u64,
+    /// A request ends within this many milliseconds; what did not finish answers
+    /// `REQUEST_TIMEOUT`.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for LimitsSettings {
+    fn default() -> Self {
+        Self {
+            max_upstream_calls: 128,
+            request_timeout_ms: 15_000,
+        }
+    }
+}
+
+impl LimitsSettings {
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+}
+
 /// The shape of the figment: optional where the value is required but has no default, so that
 /// a missing one is reported by its environment name rather than by a serde path.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -184,6 +213,7 @@ struct RawSettings {
     upstream: UpstreamSettings,
     cache: CacheSettings,
     server: ServerSettings,
+    limits: LimitsSettings,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -271,6 +301,7 @@ impl Settings {
             upstream: raw.upstream,
             cache: raw.cache,
             server: raw.server,
+            limits: raw.limits,
         };
         settings.check_ranges()?;
         for origin in &settings.server.cors_allowed_origins {
@@ -314,7 +345,7 @@ impl Settings {
     }
 
     fn check_ranges(&self) -> Result<(), ConfigError> {
-        let checks: [(&'static str, bool, &str); 6] = [
+        let checks: [(&'static str, bool, &str); 8] = [
             (
                 "upstream.timeout_ms",
                 self.upstream.timeout_ms > 0,
@@ -344,6 +375,16 @@ impl Settings {
                 "server.max_depth",
                 self.server.max_depth >= 4,
                 "must be at least 4",
+            ),
+            (
+                "limits.max_upstream_calls",
+                (1..=10_000).contains(&self.limits.max_upstream_calls),
+                "must be 1 to 10000",
+            ),
+            (
+                "limits.request_timeout_ms",
+                (100..=600_000).contains(&self.limits.request_timeout_ms),
+                "must be 100 to 600000",
             ),
         ];
         match checks.into_iter().find(|(_, ok, _)| !ok) {

@@ -64,7 +64,7 @@ impl Application {
         let upstreams = Arc::new(Upstreams::new(&settings, metrics.clone())?);
         let schema = graphql::build_schema(&settings.server, Some(upstreams.clone()));
         let state = AppState {
-            executor: Executor::new(schema, upstreams, settings.upstream.max_concurrency),
+            executor: Executor::new(schema, upstreams, &settings),
             metrics: metrics.clone(),
             graphiql: settings.server.graphiql,
         };

@@ -5,6 +5,7 @@
 
 use async_graphql::{Context, ErrorExtensionValues, Value};
 
+use super::loaders::LoadError;
 use crate::upstream::{UpstreamError, UpstreamErrorKind};
 
 /// Why a field could not be resolved: the error type of every resolver.
@@ -19,11 +20,33 @@ pub enum GatewayError {
         message: String,
     },
     Upstream(UpstreamError),
+    /// A write that failed; `sent_hrefs` are the caller's own documents, the only text of
+    /// TOTVS's `detailedMessage` that may reach the caller (as `failedUrl`).
+    Write {
+        error: UpstreamError,
+        sent_hrefs: Vec<String>,
+    },
+    /// The request spent its upstream calls.
+    TooExpensive { limit: u64 },
+    /// The request's deadline passed first.
+    RequestTimeout { outcome_unknown: bool },
 }
 
 impl From<UpstreamError> for GatewayError {
     fn from(err: UpstreamError) -> Self {
         Self::Upstream(err)
+    }
+}
+
+impl From<LoadError> for GatewayError {
+    fn from(err: LoadError) -> Self {
+        match err {
+            LoadError::Upstream(err) => Self::Upstream(err),
+            LoadError::TooExpensive { limit } => Self::TooExpensive { limit },
+            LoadError::Deadline => Self::RequestTimeout {
+                outcome_unknown: false,
+            },
+        }
     }
 }
 
@@ -76,7 +99,31 @@ impl From<GatewayError> for async_graphql::Error {
             }
             GatewayError::Upstream(err) => {
                 upstream_extensions(&err, &mut ext);
-                err.to_string()
+                client_text(&err.to_string())
+            }
+            GatewayError::Write { error, sent_hrefs } => {
+                upstream_extensions(&error, &mut ext);
+                if error.kind == UpstreamErrorKind::AttachmentDownloadFailed
+                    && let Some(url) = error
+                        .fault
+                        .as_deref()
+                        .and_then(|fault| failed_url(fault, &sent_hrefs))
+                {
+                    ext.set("failedUrl", url);
+                }
+                client_text(&error.to_string())
+            }
+            GatewayError::TooExpensive { limit } => {
+                ext.set("code", "COST_ACTUAL_TOO_EXPENSIVE");
+                ext.set("limit", limit);
+                format!("this request reached its limit of {limit} upstream calls; ask for fewer fields, aliases or a smaller pageSize")
+            }
+            GatewayError::RequestTimeout { outcome_unknown } => {
+                ext.set("code", "REQUEST_TIMEOUT");
+                if outcome_unknown {
+                    ext.set("outcomeUnknown", true);
+                }
+                "the request's time ran out before this field finished".to_owned()
             }
         };
         async_graphql::Error {
@@ -101,20 +148,19 @@ fn upstream_extensions(err: &UpstreamError, ext: &mut ErrorExtensionValues) {
         ext.set("upstreamCode", code.as_str());
     }
     if !fault.details.is_empty() {
+        // `detailedMessage` and `helpUrl` are TOTVS's technical text (stack traces, hosts):
+        // logged where the answer is read, never sent.
         let details = fault
             .details
             .iter()
             .map(|detail| {
-                let fields = [
-                    ("code", &detail.code),
-                    ("message", &detail.message),
-                    ("detailedMessage", &detail.detailed_message),
-                ];
+                let fields = [("code", &detail.code), ("message", &detail.message)];
                 Value::Object(
                     fields
                         .into_iter()
                         .filter_map(|(key, value)| {
-                            Some((async_graphql::Name::new(key), Value::from(value.clone()?)))
+                            let text = client_text(value.as_deref()?);
+                            Some((async_graphql::Name::new(key), Value::from(text)))
                         })
                         .collect(),
                 )
@@ -122,24 +168,27 @@ fn upstream_extensions(err: &UpstreamError, ext: &mut ErrorExtensionValues) {
             .collect::<Vec<_>>();
         ext.set("details", Value::List(details));
     }
-    if err.kind == UpstreamErrorKind::AttachmentDownloadFailed
-        && let Some(url) = failed_url(fault)
-    {
-        ext.set("failedUrl", url);
-    }
 }
 
-/// TOTVS names the URL it could not download at the end of a detail: `...; Url: <href>`.
-fn failed_url(fault: &crate::upstream::Fault) -> Option<String> {
+/// Upstream text as a client may see it: at most 300 characters, no control characters.
+pub fn client_text(text: &str) -> String {
+    text.chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_UPSTREAM_TEXT_CHARS)
+        .collect()
+}
+
+const MAX_UPSTREAM_TEXT_CHARS: usize = 300;
+
+/// The href TOTVS could not download: one the caller sent that TOTVS's text names. TOTVS
+/// names it at the end of a detail (`...; Url: <href>`); nothing else of that text is passed on.
+fn failed_url(fault: &crate::upstream::Fault, sent_hrefs: &[String]) -> Option<String> {
     let texts = fault
         .details
         .iter()
         .filter_map(|d| d.detailed_message.as_deref())
         .chain(fault.detailed_message.as_deref());
     texts
-        .filter_map(|text| {
-            text.rsplit_once("Url:")
-                .map(|(_, url)| url.trim().to_owned())
-        })
-        .find(|url| !url.is_empty())
+        .filter_map(|text| text.rsplit_once("Url:").map(|(_, url)| url.trim()))
+        .find_map(|url| sent_hrefs.iter().find(|href| href.as_str() == url).cloned())
 }

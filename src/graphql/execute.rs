@@ -2,16 +2,24 @@
 //! request's loaders, and shape the response (field order, codes, warnings). `server.rs` hands
 //! requests here and knows nothing of GraphQL beyond the outcome's kind.
 
-use std::sync::{Arc, atomic::Ordering};
+use std::{
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
+};
 
 use async_graphql::{Response, ServerError, Value, parser::types::OperationType};
 
+use tokio::time::Instant;
+
 use super::{
-    AppSchema, codes, identifiers,
-    loaders::{RequestContext, Warning},
+    AppSchema, codes, cost, identifiers,
+    loaders::{Budget, RequestContext, Warning},
     order,
 };
-use crate::upstream::Upstreams;
+use crate::{
+    config::{LimitsSettings, Settings},
+    upstream::Upstreams,
+};
 
 /// Runs GraphQL requests against the schema and the upstreams.
 #[derive(Clone)]
@@ -19,6 +27,7 @@ pub struct Executor {
     schema: AppSchema,
     upstreams: Arc<Upstreams>,
     max_concurrency: usize,
+    limits: LimitsSettings,
 }
 
 /// How a request ended, for the HTTP layer to choose a status.
@@ -47,11 +56,12 @@ impl Executed {
 }
 
 impl Executor {
-    pub fn new(schema: AppSchema, upstreams: Arc<Upstreams>, max_concurrency: usize) -> Self {
+    pub fn new(schema: AppSchema, upstreams: Arc<Upstreams>, settings: &Settings) -> Self {
         Self {
             schema,
             upstreams,
-            max_concurrency,
+            max_concurrency: settings.upstream.max_concurrency,
+            limits: settings.limits.clone(),
         }
     }
 
@@ -61,6 +71,7 @@ impl Executor {
         mut request: async_graphql::Request,
         allow_mutation: bool,
     ) -> Executed {
+        let deadline = Instant::now() + self.limits.request_timeout();
         let document = match async_graphql::parser::parse_query(&request.query) {
             Ok(document) => document,
             Err(err) => {
@@ -95,18 +106,35 @@ impl Executor {
             Ok(positions) => positions,
             Err(err) => return Executed::rejected(err),
         };
+        // Before validation and before any upstream call: a document of aliases costs its
+        // parse and this walk, nothing more.
+        let estimated = cost::estimate(&document, operation_name.as_deref(), &request.variables);
+        if estimated > self.limits.max_upstream_calls {
+            return Executed::rejected(too_expensive(estimated, self.limits.max_upstream_calls));
+        }
 
         let (context, batches) = RequestContext::new(
             self.upstreams.clone(),
             self.max_concurrency,
             argument_positions,
+            Budget::new(self.limits.max_upstream_calls, deadline),
         );
         let warnings = context.warnings.clone();
         let executed = context.executed.clone();
         request.set_parsed_query(document.clone());
-        let mut response = batches
-            .drive(self.schema.execute(request.data(context)))
-            .await;
+        // Every upstream wait is bounded by the deadline already; this bound is for the rest.
+        let last_resort = deadline + Duration::from_secs(1);
+        let execution = batches.drive(self.schema.execute(request.data(context)));
+        let Ok(mut response) = tokio::time::timeout_at(last_resort, execution).await else {
+            let err = codes::with_default_code(
+                ServerError::new("the request's time ran out", None),
+                "REQUEST_TIMEOUT",
+            );
+            return Executed {
+                response: Response::from_errors(vec![err]),
+                outcome: Outcome::Executed,
+            };
+        };
         let outcome = if executed.load(Ordering::Relaxed) {
             Outcome::Executed
         } else {
@@ -123,6 +151,25 @@ impl Executor {
         add_warnings(&mut response, warnings.take());
         Executed { response, outcome }
     }
+}
+
+fn too_expensive(estimated: u64, limit: u64) -> ServerError {
+    let estimate = if estimated == u64::MAX {
+        "unboundedly many".to_owned()
+    } else {
+        estimated.to_string()
+    };
+    let mut err = ServerError::new(
+        format!(
+            "this operation could make {estimate} upstream calls, more than the limit of {limit}; ask for fewer fields, aliases or a smaller pageSize"
+        ),
+        None,
+    );
+    let extensions = err.extensions.get_or_insert_with(Default::default);
+    extensions.set("code", "COST_ESTIMATED_TOO_EXPENSIVE");
+    extensions.set("estimated", estimated);
+    extensions.set("limit", limit);
+    err
 }
 
 fn add_warnings(response: &mut Response, warnings: Vec<Warning>) {

@@ -18,11 +18,13 @@ use std::{
     pin::Pin,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     task::{Context, Poll, Waker},
     time::Duration,
 };
+
+use tokio::time::Instant;
 
 use async_graphql::dataloader::{DataLoader, HashMapCache, Loader};
 use futures::{
@@ -39,7 +41,63 @@ use crate::{
     upstream::{Fetched, UpstreamError, Upstreams},
 };
 
-type Loaded<T> = Result<Arc<T>, UpstreamError>;
+type Loaded<T> = Result<Arc<T>, LoadError>;
+
+/// Why a load gave no value.
+#[derive(Clone, Debug)]
+pub enum LoadError {
+    Upstream(UpstreamError),
+    /// The request already made as many upstream calls as it may.
+    TooExpensive { limit: u64 },
+    /// The request's deadline passed before the upstream answered.
+    Deadline,
+}
+
+impl From<UpstreamError> for LoadError {
+    fn from(err: UpstreamError) -> Self {
+        Self::Upstream(err)
+    }
+}
+
+/// What one request may still spend: upstream calls and time.
+#[derive(Debug)]
+pub struct Budget {
+    calls: AtomicU64,
+    max_calls: u64,
+    pub deadline: Instant,
+}
+
+impl Budget {
+    pub fn new(max_calls: u64, deadline: Instant) -> Self {
+        Self {
+            calls: AtomicU64::new(0),
+            max_calls,
+            deadline,
+        }
+    }
+
+    /// Takes one call from the budget, or says the request has spent it all.
+    pub fn take_call(&self) -> Result<(), LoadError> {
+        let before = self.calls.fetch_add(1, Ordering::Relaxed);
+        if before < self.max_calls {
+            Ok(())
+        } else {
+            Err(LoadError::TooExpensive {
+                limit: self.max_calls,
+            })
+        }
+    }
+
+    /// Runs `work` until the request's deadline.
+    pub async fn within_deadline<T>(
+        &self,
+        work: impl Future<Output = T>,
+    ) -> Result<T, LoadError> {
+        tokio::time::timeout_at(self.deadline, work)
+            .await
+            .map_err(|_| LoadError::Deadline)
+    }
+}
 
 /// What one GraphQL request carries: its loaders and the warnings it collects.
 pub struct RequestContext {
@@ -51,6 +109,7 @@ pub struct RequestContext {
     pub executed: Arc<AtomicBool>,
     /// Where the operation names its arguments, to tell input errors from others.
     pub argument_positions: ArgumentPositions,
+    pub budget: Arc<Budget>,
 }
 
 impl RequestContext {
@@ -59,12 +118,15 @@ impl RequestContext {
         upstreams: Arc<Upstreams>,
         max_concurrency: usize,
         argument_positions: ArgumentPositions,
+        budget: Budget,
     ) -> (Self, Batches) {
+        let budget = Arc::new(budget);
         let (batches, queue) = mpsc::unbounded::<BoxFuture<'static, ()>>();
         let warnings = Arc::new(Warnings::default());
         let shared = Shared {
             upstreams,
             warnings: warnings.clone(),
+            budget: budget.clone(),
             mosia_permits: Arc::new(Semaphore::new(max_concurrency)),
             totvs_permits: Arc::new(Semaphore::new(max_concurrency)),
         };
@@ -82,6 +144,7 @@ impl RequestContext {
             warnings,
             executed: Arc::default(),
             argument_positions,
+            budget,
         };
         (context, Batches(queue))
     }
@@ -205,6 +268,7 @@ impl Warnings {
 struct Shared {
     upstreams: Arc<Upstreams>,
     warnings: Arc<Warnings>,
+    budget: Arc<Budget>,
     // Per upstream and per request rather than per batch: a request's keys may reach a loader
     // in several batches, and the bound holds across all of them.
     mosia_permits: Arc<Semaphore>,
@@ -220,7 +284,7 @@ impl Shared {
         fetch: F,
     ) -> HashMap<K, Loaded<T>>
     where
-        K: Eq + Hash,
+        K: Eq + Hash + Clone,
         F: Fn(K) -> Fut,
         Fut: Future<Output = (K, Result<Fetched<T>, UpstreamError>)>,
     {
@@ -229,11 +293,23 @@ impl Shared {
             Service::Totvs => &self.totvs_permits,
         };
         let fetch = &fetch;
+        let budget = &self.budget;
         keys.into_iter()
             .map(|key| async move {
-                // The semaphore is never closed, so acquiring only waits.
-                let _permit = permits.acquire().await.ok();
-                fetch(key).await
+                if let Err(err) = budget.take_call() {
+                    return (key, Err(err));
+                }
+                let fetched = budget
+                    .within_deadline(async {
+                        // The semaphore is never closed, so acquiring only waits.
+                        let _permit = permits.acquire().await.ok();
+                        fetch(key.clone()).await
+                    })
+                    .await;
+                match fetched {
+                    Ok((key, result)) => (key, result.map_err(LoadError::from)),
+                    Err(err) => (key, Err(err)),
+                }
             })
             .collect::<FuturesUnordered<_>>()
             .map(|(key, result)| {
@@ -365,10 +441,10 @@ where
     match loader.load_one(key).await {
         Ok(Some(value)) => value,
         // Every loader answers every key it is given; fail safe rather than panic if one did not.
-        Ok(None) => Err(UpstreamError::new(
+        Ok(None) => Err(LoadError::Upstream(UpstreamError::new(
             Service::Totvs,
             crate::upstream::UpstreamErrorKind::Malformed,
-        )),
+        ))),
         Err(never) => match never {},
     }
 }

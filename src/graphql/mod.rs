@@ -1,6 +1,7 @@
 //! The GraphQL schema: types, resolvers, loaders and the mapping of errors to `extensions.code`.
 
 pub(crate) mod codes;
+pub(crate) mod cost;
 pub(crate) mod errors;
 pub(crate) mod execute;
 pub(crate) mod identifiers;

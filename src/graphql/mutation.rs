@@ -9,10 +9,10 @@ use std::sync::Arc;
 
 use async_graphql::{Context, ID, InputObject, Object};
 
-use super::{errors::GatewayError, scalars::Url, validation};
+use super::{errors::GatewayError, loaders::request, scalars::Url, validation};
 use crate::{
     model::{AuthorizationProtocol, AuthorizationRequest},
-    upstream::Upstreams,
+    upstream::{UpstreamError, Upstreams},
 };
 
 pub struct Mutation;
@@ -68,7 +68,7 @@ impl Mutation {
         let protocol = validation::identifier("input.protocol", &input.protocol)?;
         let hrefs = hrefs(&input.attachments)?;
         let upstreams = ctx.data_unchecked::<Arc<Upstreams>>();
-        Ok(upstreams.add_attachments(&protocol, &hrefs).await?)
+        write(ctx, &hrefs, upstreams.add_attachments(&protocol, &hrefs)).await
     }
 
     /// Opens a new authorization request for a beneficiary, with its documents. Returns the new
@@ -106,7 +106,29 @@ impl Mutation {
             attachments: hrefs(&input.attachments)?,
         };
         let upstreams = ctx.data_unchecked::<Arc<Upstreams>>();
-        Ok(upstreams.request_authorization(&request).await?)
+        let hrefs = request.attachments.clone();
+        write(ctx, &hrefs, upstreams.request_authorization(&request)).await
+    }
+}
+
+/// Sends a write within the request's budget and deadline. A write cut off by the deadline
+/// may still be applied by TOTVS: the error says so.
+async fn write(
+    ctx: &Context<'_>,
+    hrefs: &[String],
+    send: impl Future<Output = Result<AuthorizationProtocol, UpstreamError>>,
+) -> Result<AuthorizationProtocol, GatewayError> {
+    let budget = &request(ctx).budget;
+    budget.take_call()?;
+    match budget.within_deadline(send).await {
+        Ok(Ok(protocol)) => Ok(protocol),
+        Ok(Err(error)) => Err(GatewayError::Write {
+            error,
+            sent_hrefs: hrefs.to_vec(),
+        }),
+        Err(_) => Err(GatewayError::RequestTimeout {
+            outcome_unknown: true,
+        }),
     }
 }
 

@@ -507,7 +507,7 @@ fn lenient_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>
 const REFRESH_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 /// The range an access token's `expires_in` is clamped to: a token said to live 0 s would be
 /// renewed on every call, one said to live for years never.
-const MIN_TOKEN_LIFETIME_SECS: u64 = 10;
+const MIN_TOKEN_LIFETIME_SECS: u64 = 1;
 const MAX_TOKEN_LIFETIME_SECS: u64 = 24 * 3600;
 
 impl TokenManager {

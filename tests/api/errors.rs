@@ -191,7 +191,6 @@ async fn totvs_404_keeps_the_totvs_code_and_406_keeps_its_details() {
         "details": [
           {
             "code": "E001-406",
-            "detailedMessage": "Não foi informado no pathParams da requisição a chave subscriberId.",
             "message": "Chave subscriberId obrigatória"
           }
         ],
@@ -534,7 +533,7 @@ async fn a_totvs_5xx_keeps_its_code_but_not_its_internals() {
     let up = Upstreams::start().await;
     list_get()
         .respond_with(ResponseTemplate::new(500).set_body_json(json!({
-            "code": 500, "message": "ORA-00942: table or view does not exist", "detailedMessage": "at BKU.prw line 42"
+            "code": 500, "message": "ORA-00942: table or view does not exist"
         })))
         .mount(&up.totvs)
         .await;

@@ -129,7 +129,9 @@ async fn each_documented_totvs_refusal_has_its_own_code() {
 }
 
 #[tokio::test]
-async fn a_failed_download_names_the_url_and_keeps_the_totvs_details() {
+async fn a_failed_download_keeps_the_totvs_details_but_not_a_url_the_caller_did_not_send() {
+    // The documented E007 body names `...2019011516321.jpg`, not the documented request's
+    // `...20190115163721.jpg`: TOTVS's text is not the caller's, so no `failedUrl`.
     let response = attach_answered(400, "totvs/attachments.400-download.json").await;
 
     insta::assert_json_snapshot!(response["errors"][0], @r#"
@@ -139,11 +141,9 @@ async fn a_failed_download_names_the_url_and_keeps_the_totvs_details() {
         "details": [
           {
             "code": "E006-1",
-            "detailedMessage": "Status code: 404; Erro: Not Found\r\n; Url: https://img.olhardigital.com.br/wp-content/uploads/2019/01/2019011516321.jpg",
             "message": "Erro ao realizar download do arquivo."
           }
         ],
-        "failedUrl": "https://img.olhardigital.com.br/wp-content/uploads/2019/01/2019011516321.jpg",
         "service": "totvs",
         "status": 400,
         "upstreamCode": "E007"
@@ -163,14 +163,31 @@ async fn a_failed_download_names_the_url_and_keeps_the_totvs_details() {
 }
 
 #[tokio::test]
+async fn a_failed_download_names_the_callers_href_that_totvs_could_not_download() {
+    let href = "https://img.olhardigital.com.br/wp-content/uploads/2019/01/20190115163721.jpg";
+    let mut body = fixture("totvs/attachments.400-download.json");
+    body["details"][0]["detailedMessage"] =
+        json!(format!("Status code: 404; host=protheus-db01.corp.local\r\n; Url: {href}"));
+    let up = Upstreams::start().await;
+    totvs_attach_answers(&up, ResponseTemplate::new(400).set_body_json(body), 1).await;
+    let response = up.app().await.query_with(ATTACH, documented_input()).await;
+
+    let extensions = &response["errors"][0]["extensions"];
+    assert_eq!(extensions["code"], "ATTACHMENT_DOWNLOAD_FAILED");
+    assert_eq!(extensions["failedUrl"], href);
+    // Nothing else of TOTVS's technical text reaches the caller.
+    assert!(!response.to_string().contains("protheus-db01"), "{response}");
+}
+
+#[tokio::test]
 async fn a_406_keeps_every_detail() {
     let response = attach_answered(406, "totvs/attachments.406-fields.json").await;
 
     assert_eq!(
         response["errors"][0]["extensions"]["details"],
         json!([
-            { "code": "E002D-406", "message": "Tipo inválido para o campo protocol", "detailedMessage": "O valor do campo protocol deve ser do tipo (C)." },
-            { "code": "E002B-406", "message": "Campo attachments obrigatório", "detailedMessage": "Não foi informado valor do campo attachments." }
+            { "code": "E002D-406", "message": "Tipo inválido para o campo protocol" },
+            { "code": "E002B-406", "message": "Campo attachments obrigatório" }
         ])
     );
 }
