@@ -14,6 +14,8 @@ use figment::{
 use serde::{Deserialize, Serialize};
 use url::Url;
 
+pub use crate::{auth::AuthSettings, csrf::CsrfSettings, ratelimit::RateLimitSettings};
+
 /// Why the settings could not be read. The message is one line that names the setting.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -56,6 +58,9 @@ pub struct Settings {
     pub cache: CacheSettings,
     pub server: ServerSettings,
     pub limits: LimitsSettings,
+    pub auth: AuthSettings,
+    pub csrf: CsrfSettings,
+    pub rate_limit: RateLimitSettings,
 }
 
 #[derive(Clone, Debug)]
@@ -214,6 +219,20 @@ struct RawSettings {
     cache: CacheSettings,
     server: ServerSettings,
     limits: LimitsSettings,
+    auth: RawAuth,
+    csrf: CsrfSettings,
+    rate_limit: RateLimitSettings,
+}
+
+/// `AUTH_*`: who may call. Deploy-critical, so flat environment names.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawAuth {
+    jwt_secret: Option<Secret>,
+    jwks_url: Option<String>,
+    issuer: Option<String>,
+    audience: Option<String>,
+    disabled: Option<String>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -231,7 +250,12 @@ struct RawTotvs {
     password: Option<Secret>,
 }
 
-const ENV_KEYS: [(&str, &str); 6] = [
+const ENV_KEYS: [(&str, &str); 11] = [
+    ("AUTH_JWT_SECRET", "auth.jwt_secret"),
+    ("AUTH_JWKS_URL", "auth.jwks_url"),
+    ("AUTH_ISSUER", "auth.issuer"),
+    ("AUTH_AUDIENCE", "auth.audience"),
+    ("AUTH_DISABLED", "auth.disabled"),
     ("LISTEN_ADDR", "listen_addr"),
     ("MOSIA_BASE_URL", "mosia.base_url"),
     ("MOSIA_TOKEN", "mosia.token"),
@@ -302,7 +326,12 @@ impl Settings {
             cache: raw.cache,
             server: raw.server,
             limits: raw.limits,
+            auth: auth_settings(raw.auth)?,
+            csrf: raw.csrf,
+            rate_limit: raw.rate_limit,
         };
+        settings.rate_limit.validate()?;
+        settings.csrf.header_names()?;
         settings.check_ranges()?;
         for origin in &settings.server.cors_allowed_origins {
             let valid = origin == "*"
@@ -339,6 +368,11 @@ impl Settings {
                 base_url: Some(totvs_url.into()),
                 username: Some(Secret::new(totvs_username)),
                 password: Some(Secret::new(totvs_password)),
+            },
+            // Callers are the tests and tools on this machine; `serve` reads AUTH_* instead.
+            auth: RawAuth {
+                disabled: Some("true".into()),
+                ..RawAuth::default()
             },
             ..RawSettings::default()
         })
@@ -395,6 +429,43 @@ impl Settings {
             None => Ok(()),
         }
     }
+}
+
+fn auth_settings(raw: RawAuth) -> Result<AuthSettings, ConfigError> {
+    let disabled = match raw.disabled.as_deref().map(str::trim) {
+        None | Some("") | Some("false") | Some("0") => false,
+        Some("true") | Some("1") => true,
+        Some(_) => {
+            return Err(ConfigError::Invalid {
+                name: "AUTH_DISABLED",
+                reason: "expected true or false".into(),
+            });
+        }
+    };
+    let jwks_url = raw
+        .jwks_url
+        .filter(|url| !url.trim().is_empty())
+        .map(|url| {
+            Url::parse(url.trim()).map_err(|_| ConfigError::Invalid {
+                name: "AUTH_JWKS_URL",
+                reason: "not an absolute URL".into(),
+            })
+        })
+        .transpose()?;
+    let non_empty = |value: Option<String>| value.filter(|v| !v.trim().is_empty());
+    let settings = AuthSettings {
+        jwt_secret: raw.jwt_secret.filter(|s| !s.expose().is_empty()),
+        jwks_url,
+        issuer: non_empty(raw.issuer),
+        audience: non_empty(raw.audience),
+        disabled,
+    };
+    if !settings.disabled && settings.jwt_secret.is_none() && settings.jwks_url.is_none() {
+        return Err(ConfigError::Missing(
+            "AUTH_JWT_SECRET or AUTH_JWKS_URL (or AUTH_DISABLED=true behind an authenticating proxy)",
+        ));
+    }
+    Ok(settings)
 }
 
 fn secret(name: &'static str, value: Option<Secret>) -> Result<Secret, ConfigError> {
@@ -461,6 +532,10 @@ mod tests {
                     base_url: Some("http://t/rest".into()),
                     username: Some(Secret::new("u")),
                     password: Some(Secret::new("p")),
+                },
+                auth: RawAuth {
+                    disabled: Some("true".into()),
+                    ..RawAuth::default()
                 },
                 ..RawSettings::default()
             };

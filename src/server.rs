@@ -5,7 +5,7 @@ use std::{future::Future, net::SocketAddr, sync::Arc};
 
 use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
 use axum::{
-    Json, Router,
+    Extension, Json, Router,
     extract::{Path, Request, State},
     http::{HeaderValue, Method, StatusCode, header},
     response::{Html, IntoResponse, Redirect, Response},
@@ -20,7 +20,9 @@ use tower_http::{
 };
 
 use crate::{
+    auth::Caller,
     config::Settings,
+    gate::{self, Gate},
     graphql::{
         self,
         execute::{Executor, Outcome},
@@ -41,6 +43,8 @@ pub enum StartError {
     },
     #[error("cannot build the upstream HTTP clients: {0}")]
     Client(#[from] reqwest::Error),
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
 }
 
 #[derive(Clone)]
@@ -68,8 +72,13 @@ impl Application {
             metrics: metrics.clone(),
             graphiql: settings.server.graphiql,
         };
+        let gate = Arc::new(Gate::new(&settings, reqwest::Client::builder().build()?)?);
+        gate.warm_up().await;
+        let graphql_route = get(graphql_get)
+            .post(graphql_post)
+            .route_layer(axum::middleware::from_fn_with_state(gate, gate::gate));
         let router = Router::new()
-            .route("/graphql", get(graphql_get).post(graphql_post))
+            .route("/graphql", graphql_route)
             .route("/", get(|| async { Redirect::temporary("/graphql") }))
             .route("/healthz", get(|| async { "ok" }))
             .route("/readyz", get(|| async { "ok" }))
@@ -117,13 +126,18 @@ impl Application {
 
 async fn graphql_post(
     State(state): State<AppState>,
+    Extension(caller): Extension<Arc<Caller>>,
     request: GraphQLRequest<GraphQLRequestRejection>,
 ) -> Response {
-    execute(&state, request.into_inner(), true).await
+    execute(&state, caller, request.into_inner(), true).await
 }
 
 /// GET serves GraphiQL to a browser, and runs queries (never mutations) from the query string.
-async fn graphql_get(State(state): State<AppState>, request: Request) -> Response {
+async fn graphql_get(
+    State(state): State<AppState>,
+    caller: Option<Extension<Arc<Caller>>>,
+    request: Request,
+) -> Response {
     let wants_html = request
         .headers()
         .get(header::ACCEPT)
@@ -150,7 +164,11 @@ async fn graphql_get(State(state): State<AppState>, request: Request) -> Respons
             );
         }
     };
-    execute(&state, request, false).await
+    // The gate lets only the GraphiQL page through without a caller.
+    let Some(Extension(caller)) = caller else {
+        return not_found().await.into_response();
+    };
+    execute(&state, caller, request, false).await
 }
 
 fn graphiql_page() -> &'static str {
@@ -194,10 +212,14 @@ async fn graphiql_asset(State(state): State<AppState>, Path(file): Path<String>)
 /// Runs `request` and answers it as GraphQL over HTTP.
 async fn execute(
     state: &AppState,
+    caller: Arc<Caller>,
     request: async_graphql::Request,
     allow_mutation: bool,
 ) -> Response {
-    let executed = state.executor.execute(request, allow_mutation).await;
+    let executed = state
+        .executor
+        .execute(caller, request, allow_mutation)
+        .await;
     match executed.outcome {
         Outcome::MutationNotAllowed => {
             let mut response = (

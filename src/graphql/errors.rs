@@ -27,9 +27,15 @@ pub enum GatewayError {
         sent_hrefs: Vec<String>,
     },
     /// The request spent its upstream calls.
-    TooExpensive { limit: u64 },
+    TooExpensive {
+        limit: u64,
+    },
     /// The request's deadline passed first.
-    RequestTimeout { outcome_unknown: bool },
+    RequestTimeout {
+        outcome_unknown: bool,
+    },
+    /// The caller may not touch this beneficiary (or protocol).
+    Forbidden,
 }
 
 impl From<UpstreamError> for GatewayError {
@@ -116,7 +122,13 @@ impl From<GatewayError> for async_graphql::Error {
             GatewayError::TooExpensive { limit } => {
                 ext.set("code", "COST_ACTUAL_TOO_EXPENSIVE");
                 ext.set("limit", limit);
-                format!("this request reached its limit of {limit} upstream calls; ask for fewer fields, aliases or a smaller pageSize")
+                format!(
+                    "this request reached its limit of {limit} upstream calls; ask for fewer fields, aliases or a smaller pageSize"
+                )
+            }
+            GatewayError::Forbidden => {
+                ext.set("code", "FORBIDDEN");
+                crate::auth::Refusal::MESSAGE.to_owned()
             }
             GatewayError::RequestTimeout { outcome_unknown } => {
                 ext.set("code", "REQUEST_TIMEOUT");

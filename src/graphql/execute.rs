@@ -17,6 +17,7 @@ use super::{
     order,
 };
 use crate::{
+    auth::Caller,
     config::{LimitsSettings, Settings},
     upstream::Upstreams,
 };
@@ -68,6 +69,7 @@ impl Executor {
     /// Runs `request`; `allow_mutation` is false for methods that must not change anything.
     pub async fn execute(
         &self,
+        caller: Arc<Caller>,
         mut request: async_graphql::Request,
         allow_mutation: bool,
     ) -> Executed {
@@ -124,7 +126,7 @@ impl Executor {
         request.set_parsed_query(document.clone());
         // Every upstream wait is bounded by the deadline already; this bound is for the rest.
         let last_resort = deadline + Duration::from_secs(1);
-        let execution = batches.drive(self.schema.execute(request.data(context)));
+        let execution = batches.drive(self.schema.execute(request.data(context).data(caller)));
         let Ok(mut response) = tokio::time::timeout_at(last_resort, execution).await else {
             let err = codes::with_default_code(
                 ServerError::new("the request's time ran out", None),

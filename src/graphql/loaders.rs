@@ -48,7 +48,9 @@ type Loaded<T> = Result<Arc<T>, LoadError>;
 pub enum LoadError {
     Upstream(UpstreamError),
     /// The request already made as many upstream calls as it may.
-    TooExpensive { limit: u64 },
+    TooExpensive {
+        limit: u64,
+    },
     /// The request's deadline passed before the upstream answered.
     Deadline,
 }
@@ -89,10 +91,7 @@ impl Budget {
     }
 
     /// Runs `work` until the request's deadline.
-    pub async fn within_deadline<T>(
-        &self,
-        work: impl Future<Output = T>,
-    ) -> Result<T, LoadError> {
+    pub async fn within_deadline<T>(&self, work: impl Future<Output = T>) -> Result<T, LoadError> {
         tokio::time::timeout_at(self.deadline, work)
             .await
             .map_err(|_| LoadError::Deadline)

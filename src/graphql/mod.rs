@@ -1,5 +1,6 @@
 //! The GraphQL schema: types, resolvers, loaders and the mapping of errors to `extensions.code`.
 
+pub(crate) mod access;
 pub(crate) mod codes;
 pub(crate) mod cost;
 pub(crate) mod errors;

@@ -9,10 +9,16 @@ use std::sync::Arc;
 
 use async_graphql::{Context, ID, InputObject, Object};
 
-use super::{errors::GatewayError, loaders::request, scalars::Url, validation};
+use super::{
+    access,
+    errors::GatewayError,
+    loaders::{LoadError, load_one, request},
+    scalars::Url,
+    validation,
+};
 use crate::{
-    model::{AuthorizationProtocol, AuthorizationRequest},
-    upstream::{UpstreamError, Upstreams},
+    model::{AuthorizationProtocol, AuthorizationRequest, ProtocolQuery},
+    upstream::{UpstreamError, UpstreamErrorKind, Upstreams},
 };
 
 pub struct Mutation;
@@ -65,10 +71,14 @@ impl Mutation {
         ctx: &Context<'_>,
         input: AddAuthorizationAttachmentsInput,
     ) -> Result<AuthorizationProtocol, GatewayError> {
+        const OPERATION: &str = "addAuthorizationAttachments";
         let protocol = validation::identifier("input.protocol", &input.protocol)?;
         let hrefs = hrefs(&input.attachments)?;
+        let owner = prove_own_protocol(ctx, OPERATION, &protocol).await?;
         let upstreams = ctx.data_unchecked::<Arc<Upstreams>>();
-        write(ctx, &hrefs, upstreams.add_attachments(&protocol, &hrefs)).await
+        let result = write(ctx, &hrefs, upstreams.add_attachments(&protocol, &hrefs)).await;
+        audit_outcome(ctx, OPERATION, owner.as_deref(), Some(&protocol), &result);
+        result
     }
 
     /// Opens a new authorization request for a beneficiary, with its documents. Returns the new
@@ -105,10 +115,93 @@ impl Mutation {
                 .transpose()?,
             attachments: hrefs(&input.attachments)?,
         };
+        const OPERATION: &str = "requestAuthorization";
+        access::check_write(ctx, OPERATION, Some(&request.subscriber_id), None)?;
         let upstreams = ctx.data_unchecked::<Arc<Upstreams>>();
-        let hrefs = request.attachments.clone();
-        write(ctx, &hrefs, upstreams.request_authorization(&request)).await
+        let result = write(
+            ctx,
+            &request.attachments,
+            upstreams.request_authorization(&request),
+        )
+        .await;
+        let created = result.as_ref().ok().map(|p| p.protocol.as_str());
+        audit_outcome(
+            ctx,
+            OPERATION,
+            Some(&request.subscriber_id),
+            created,
+            &result,
+        );
+        result
     }
+}
+
+/// Staff writers may attach to any protocol. A beneficiary first proves the protocol is its
+/// own: it must be in the beneficiary's own list (`…/{own subscriberId}/protocols?protocol=`,
+/// read through the loaders and the cache like any read). Anything else is the same
+/// `FORBIDDEN`, whether the protocol exists or not. Answers the owner when known.
+async fn prove_own_protocol(
+    ctx: &Context<'_>,
+    operation: &'static str,
+    protocol: &str,
+) -> Result<Option<String>, GatewayError> {
+    let caller = access::caller(ctx)?;
+    if caller.is_staff_writer() {
+        access::check_write(ctx, operation, None, Some(protocol))?;
+        return Ok(None);
+    }
+    let Some(own) = caller.own_subscriber_id() else {
+        return Err(access::refuse(
+            caller,
+            operation,
+            None,
+            Some(protocol),
+            "no_claim",
+        ));
+    };
+    let query = ProtocolQuery {
+        protocol: Some(protocol.to_owned()),
+        ..ProtocolQuery::first_page()
+    };
+    let page = match load_one(&request(ctx).protocols, (own.to_owned(), query)).await {
+        Ok(page) => page,
+        Err(LoadError::Upstream(err)) if err.kind == UpstreamErrorKind::NotFound => {
+            return Err(access::refuse(
+                caller,
+                operation,
+                Some(own),
+                Some(protocol),
+                "not_own",
+            ));
+        }
+        Err(err) => return Err(err.into()),
+    };
+    if !page.items.iter().any(|item| item.protocol == protocol) {
+        return Err(access::refuse(
+            caller,
+            operation,
+            Some(own),
+            Some(protocol),
+            "not_own",
+        ));
+    }
+    access::check_write(ctx, operation, Some(own), Some(protocol))?;
+    Ok(Some(own.to_owned()))
+}
+
+fn audit_outcome(
+    ctx: &Context<'_>,
+    operation: &'static str,
+    subscriber_id: Option<&str>,
+    protocol: Option<&str>,
+    result: &Result<AuthorizationProtocol, GatewayError>,
+) {
+    let outcome = if result.is_ok() {
+        "succeeded"
+    } else {
+        "failed"
+    };
+    access::audit_write_outcome(ctx, operation, subscriber_id, protocol, outcome);
 }
 
 /// Sends a write within the request's budget and deadline. A write cut off by the deadline

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use async_graphql::{Context, ID, Object};
 
 use super::{
+    access,
     errors::GatewayError,
     errors::nullable,
     loaders::{LatestKey, load_one, request},
@@ -32,7 +33,10 @@ impl Query {
         unique_key: Option<ID>,
         subscriber_id: Option<ID>,
     ) -> Option<Beneficiary> {
-        nullable(ctx, Beneficiary::new(unique_key, subscriber_id))
+        nullable(
+            ctx,
+            Beneficiary::new(ctx, "beneficiary", unique_key, subscriber_id),
+        )
     }
 
     /// One authorization protocol of a subscriber, or null when the subscriber has no protocol
@@ -50,20 +54,22 @@ impl Query {
     #[graphql(entity)]
     async fn find_beneficiary_by_unique_key(
         &self,
+        ctx: &Context<'_>,
         #[graphql(key)] unique_key: ID,
         subscriber_id: Option<ID>,
     ) -> Result<Beneficiary> {
-        Beneficiary::new(Some(unique_key), subscriber_id)
+        Beneficiary::new(ctx, "_entities", Some(unique_key), subscriber_id)
     }
 
     /// A beneficiary by `subscriberId`; a `uniqueKey` in the same representation is kept.
     #[graphql(entity)]
     async fn find_beneficiary_by_subscriber_id(
         &self,
+        ctx: &Context<'_>,
         #[graphql(key)] subscriber_id: ID,
         unique_key: Option<ID>,
     ) -> Result<Beneficiary> {
-        Beneficiary::new(unique_key, Some(subscriber_id))
+        Beneficiary::new(ctx, "_entities", unique_key, Some(subscriber_id))
     }
 
     #[graphql(entity)]
@@ -86,6 +92,7 @@ async fn find_protocol(
 ) -> Result<Option<AuthorizationProtocol>> {
     let subscriber_id = validation::identifier("subscriberId", subscriber_id)?;
     let protocol = validation::identifier("protocol", protocol)?;
+    access::check_read(ctx, "authorizationProtocol", None, Some(&subscriber_id))?;
     let query = ProtocolQuery {
         protocol: Some(protocol.clone()),
         ..ProtocolQuery::first_page()
@@ -113,7 +120,14 @@ pub struct Beneficiary {
 }
 
 impl Beneficiary {
-    fn new(unique_key: Option<ID>, subscriber_id: Option<ID>) -> Result<Self> {
+    /// A beneficiary the caller may read, by the keys given (validated, then checked against
+    /// the caller before anything is read).
+    fn new(
+        ctx: &Context<'_>,
+        operation: &'static str,
+        unique_key: Option<ID>,
+        subscriber_id: Option<ID>,
+    ) -> Result<Self> {
         let unique_key = unique_key
             .map(|k| validation::identifier("uniqueKey", &k))
             .transpose()?;
@@ -126,6 +140,12 @@ impl Beneficiary {
                 "give uniqueKey or subscriberId (or both) to find a beneficiary",
             ));
         }
+        access::check_read(
+            ctx,
+            operation,
+            unique_key.as_deref(),
+            subscriber_id.as_deref(),
+        )?;
         Ok(Self {
             unique_key,
             subscriber_id,

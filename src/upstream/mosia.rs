@@ -102,7 +102,8 @@ impl MosiaClient {
         let limit = usize::from(limit);
         if items.len() > limit {
             // Mosia documents newest first; a longer answer than asked for is cut, not trusted.
-            self.metrics.items_dropped(Service::Mosia, items.len() - limit);
+            self.metrics
+                .items_dropped(Service::Mosia, items.len() - limit);
         }
         let protocols = items
             .into_iter()

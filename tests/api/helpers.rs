@@ -165,6 +165,17 @@ impl TestApp {
         (TestApp::spawn(settings).await, sandbox)
     }
 
+    /// A POST with a bearer token.
+    pub async fn post_as(&self, token: &str, body: &Value) -> reqwest::Response {
+        self.client
+            .post(format!("{}/graphql", self.address))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
     pub async fn post(&self, body: &Value) -> reqwest::Response {
         self.client
             .post(format!("{}/graphql", self.address))
@@ -187,9 +198,12 @@ impl TestApp {
         response.json().await.unwrap()
     }
 
+    /// A GET as a GraphQL client sends it: with Apollo's preflight header, which the CSRF
+    /// check asks of any request without a JSON content type.
     pub async fn get(&self, path_and_query: &str) -> reqwest::Response {
         self.client
             .get(format!("{}{path_and_query}", self.address))
+            .header("apollo-require-preflight", "true")
             .send()
             .await
             .unwrap()

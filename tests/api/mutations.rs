@@ -166,8 +166,9 @@ async fn a_failed_download_keeps_the_totvs_details_but_not_a_url_the_caller_did_
 async fn a_failed_download_names_the_callers_href_that_totvs_could_not_download() {
     let href = "https://img.olhardigital.com.br/wp-content/uploads/2019/01/20190115163721.jpg";
     let mut body = fixture("totvs/attachments.400-download.json");
-    body["details"][0]["detailedMessage"] =
-        json!(format!("Status code: 404; host=protheus-db01.corp.local\r\n; Url: {href}"));
+    body["details"][0]["detailedMessage"] = json!(format!(
+        "Status code: 404; host=protheus-db01.corp.local\r\n; Url: {href}"
+    ));
     let up = Upstreams::start().await;
     totvs_attach_answers(&up, ResponseTemplate::new(400).set_body_json(body), 1).await;
     let response = up.app().await.query_with(ATTACH, documented_input()).await;
@@ -176,7 +177,10 @@ async fn a_failed_download_names_the_callers_href_that_totvs_could_not_download(
     assert_eq!(extensions["code"], "ATTACHMENT_DOWNLOAD_FAILED");
     assert_eq!(extensions["failedUrl"], href);
     // Nothing else of TOTVS's technical text reaches the caller.
-    assert!(!response.to_string().contains("protheus-db01"), "{response}");
+    assert!(
+        !response.to_string().contains("protheus-db01"),
+        "{response}"
+    );
 }
 
 #[tokio::test]

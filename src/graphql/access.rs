@@ -1,0 +1,129 @@
+//! Who may see and change which beneficiary, decided in the resolvers before any cache read or
+//! upstream call, and the audit log of every decision (log target `audit`: identifiers only,
+//! never names, tokens or health content).
+//!
+//! A refusal is the same `FORBIDDEN` whether or not the other beneficiary exists: it is
+//! decided from the token and the keys the operation names, never from data.
+
+use std::sync::Arc;
+
+use async_graphql::Context;
+
+use super::errors::GatewayError;
+use crate::auth::Caller;
+
+/// The authenticated caller of the request. A request that reaches a resolver without one
+/// (which `execute` never lets happen) is refused, never run as someone.
+pub fn caller<'a>(ctx: &'a Context<'_>) -> Result<&'a Caller, GatewayError> {
+    ctx.data_opt::<Arc<Caller>>()
+        .map(Arc::as_ref)
+        .ok_or(GatewayError::Forbidden)
+}
+
+/// May the caller read the beneficiary these keys name? Audited either way.
+pub fn check_read(
+    ctx: &Context<'_>,
+    operation: &'static str,
+    unique_key: Option<&str>,
+    subscriber_id: Option<&str>,
+) -> Result<(), GatewayError> {
+    let caller = caller(ctx)?;
+    let decision = caller.may_read(unique_key, subscriber_id);
+    audit(
+        caller,
+        operation,
+        unique_key,
+        subscriber_id,
+        None,
+        &decision,
+    );
+    decision.map_err(|_| GatewayError::Forbidden)
+}
+
+/// May the caller write for the beneficiary these keys name? Audited either way.
+pub fn check_write(
+    ctx: &Context<'_>,
+    operation: &'static str,
+    subscriber_id: Option<&str>,
+    protocol: Option<&str>,
+) -> Result<(), GatewayError> {
+    let caller = caller(ctx)?;
+    let decision = caller.may_write(None, subscriber_id);
+    audit(caller, operation, None, subscriber_id, protocol, &decision);
+    decision.map_err(|_| GatewayError::Forbidden)
+}
+
+/// Records a refusal decided elsewhere (a protocol that is not the caller's own).
+pub fn refuse(
+    caller: &Caller,
+    operation: &'static str,
+    subscriber_id: Option<&str>,
+    protocol: Option<&str>,
+    reason: &'static str,
+) -> GatewayError {
+    tracing::info!(
+        target: "audit",
+        sub = %caller.sub,
+        operation,
+        subscriber_id,
+        protocol,
+        outcome = "refused",
+        reason,
+        "access"
+    );
+    GatewayError::Forbidden
+}
+
+/// The outcome of a mutation, once TOTVS answered.
+pub fn audit_write_outcome(
+    ctx: &Context<'_>,
+    operation: &'static str,
+    subscriber_id: Option<&str>,
+    protocol: Option<&str>,
+    outcome: &'static str,
+) {
+    if let Ok(caller) = caller(ctx) {
+        tracing::info!(
+            target: "audit",
+            sub = %caller.sub,
+            operation,
+            subscriber_id,
+            protocol,
+            outcome,
+            "mutation"
+        );
+    }
+}
+
+fn audit(
+    caller: &Caller,
+    operation: &'static str,
+    unique_key: Option<&str>,
+    subscriber_id: Option<&str>,
+    protocol: Option<&str>,
+    decision: &Result<(), crate::auth::Refusal>,
+) {
+    match decision {
+        Ok(()) => tracing::info!(
+            target: "audit",
+            sub = %caller.sub,
+            operation,
+            unique_key,
+            subscriber_id,
+            protocol,
+            outcome = "allowed",
+            "access"
+        ),
+        Err(refusal) => tracing::info!(
+            target: "audit",
+            sub = %caller.sub,
+            operation,
+            unique_key,
+            subscriber_id,
+            protocol,
+            outcome = "refused",
+            reason = refusal.reason(),
+            "access"
+        ),
+    }
+}
