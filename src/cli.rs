@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 use tracing::info;
 
 use crate::{
+    auth::ClaimsBuilder,
     config::{self, Settings},
     sandbox::{self, Sandbox, SandboxOptions},
     server::Application,
@@ -37,6 +38,10 @@ enum Command {
         /// Turn the gateway's shared cache off (every read goes upstream).
         #[arg(long)]
         no_cache: bool,
+        /// Accept requests without a token (by default the sandbox signs and prints a staff
+        /// token and a beneficiary token with a secret made for this run).
+        #[arg(long)]
+        no_auth: bool,
     },
     /// Print the subgraph SDL (what `schema.graphql` holds).
     Schema,
@@ -78,7 +83,8 @@ pub fn run() -> ExitCode {
                 listen,
                 latency_ms,
                 no_cache,
-            } => run_sandbox(listen, Duration::from_millis(latency_ms), no_cache).await,
+                no_auth,
+            } => run_sandbox(listen, Duration::from_millis(latency_ms), no_cache, no_auth).await,
             Command::Upstreams {
                 latency_ms,
                 mosia_port,
@@ -115,7 +121,12 @@ async fn serve() -> Result<(), String> {
         .map_err(|err| err.to_string())
 }
 
-async fn run_sandbox(listen: SocketAddr, latency: Duration, no_cache: bool) -> Result<(), String> {
+async fn run_sandbox(
+    listen: SocketAddr,
+    latency: Duration,
+    no_cache: bool,
+    no_auth: bool,
+) -> Result<(), String> {
     let upstreams = Sandbox::start(SandboxOptions {
         latency,
         ..SandboxOptions::default()
@@ -132,14 +143,42 @@ async fn run_sandbox(listen: SocketAddr, latency: Duration, no_cache: bool) -> R
     .map_err(|err| format!("configuration error: {err}"))?;
     settings.listen_addr = listen;
     settings.cache.enabled = !no_cache;
+    let tokens = (!no_auth).then(|| sandbox_tokens(&mut settings));
     let app = Application::build(settings)
         .await
         .map_err(|err| err.to_string())?;
     let addr = app.local_addr();
     println!("{}", banner(addr, &upstreams));
+    if let Some((staff, beneficiary)) = tokens {
+        println!(
+            "\nTokens for this run (signed with a secret made for it; GraphiQL's Headers tab has the staff one):\n  staff (protocols:read protocols:write): Authorization: Bearer {staff}\n  beneficiary 13331584754 / 00011008000031015: Authorization: Bearer {beneficiary}\n(`sandbox --no-auth` runs without tokens)"
+        );
+    }
     app.run_until(shutdown_signal())
         .await
         .map_err(|err| err.to_string())
+}
+
+/// Turns authentication on with a per-run HS256 secret; the staff and beneficiary tokens.
+fn sandbox_tokens(settings: &mut Settings) -> (String, String) {
+    let secret: String = std::iter::repeat_with(fastrand::alphanumeric)
+        .take(48)
+        .collect();
+    let twelve_hours = 12 * 3600;
+    let staff = ClaimsBuilder::new("sandbox-staff")
+        .staff()
+        .expires_in(twelve_hours)
+        .mint_hs256(&secret);
+    let beneficiary = ClaimsBuilder::new("sandbox-beneficiary")
+        .unique_key("13331584754")
+        .subscriber_id("00011008000031015")
+        .expires_in(twelve_hours)
+        .mint_hs256(&secret);
+    settings.auth.disabled = false;
+    settings.auth.jwt_secret = Some(crate::config::Secret::new(secret));
+    settings.server.graphiql_headers =
+        Some(serde_json::json!({ "Authorization": format!("Bearer {staff}") }).to_string());
+    (staff, beneficiary)
 }
 
 async fn run_upstreams(latency: Duration, mosia_port: u16, totvs_port: u16) -> Result<(), String> {

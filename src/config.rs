@@ -165,6 +165,9 @@ pub struct ServerSettings {
     /// Browser origins allowed to call `/graphql` (CORS), e.g. `["https://app.example.com"]`;
     /// empty sends no CORS headers, `["*"]` allows any origin.
     pub cors_allowed_origins: Vec<String>,
+    /// Headers GraphiQL opens with (the sandbox's staff token); never from the config file.
+    #[serde(skip)]
+    pub graphiql_headers: Option<String>,
 }
 
 impl Default for ServerSettings {
@@ -175,6 +178,7 @@ impl Default for ServerSettings {
             max_complexity: 5_000,
             graphiql: true,
             cors_allowed_origins: Vec::new(),
+            graphiql_headers: None,
         }
     }
 }

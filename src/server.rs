@@ -52,6 +52,7 @@ struct AppState {
     executor: Executor,
     metrics: Arc<Metrics>,
     graphiql: bool,
+    graphiql_headers: Option<Arc<str>>,
 }
 
 /// A bound, not yet serving, gateway.
@@ -71,6 +72,7 @@ impl Application {
             executor: Executor::new(schema, upstreams, &settings),
             metrics: metrics.clone(),
             graphiql: settings.server.graphiql,
+            graphiql_headers: settings.server.graphiql_headers.as_deref().map(Arc::from),
         };
         let gate = Arc::new(Gate::new(&settings, reqwest::Client::builder().build()?)?);
         gate.warm_up().await;
@@ -151,7 +153,7 @@ async fn graphql_get(
         if !state.graphiql {
             return not_found().await.into_response();
         }
-        return Html(graphiql_page()).into_response();
+        return Html(graphiql_page(state.graphiql_headers.as_deref())).into_response();
     }
     let query = request.uri().query().unwrap_or_default();
     let request = match async_graphql::http::parse_query_string(query) {
@@ -171,8 +173,20 @@ async fn graphql_get(
     execute(&state, caller, request, false).await
 }
 
-fn graphiql_page() -> &'static str {
-    include_str!("../assets/graphiql/index.html")
+/// The GraphiQL page, opening with `headers` (a JSON object as text) in its Headers tab.
+fn graphiql_page(headers: Option<&str>) -> String {
+    let page = include_str!("../assets/graphiql/index.html");
+    match headers {
+        // A JSON string literal is a valid JavaScript string literal.
+        Some(headers) => page.replace(
+            "defaultEditorToolsVisibility: true",
+            &format!(
+                "defaultEditorToolsVisibility: true, defaultHeaders: {}",
+                serde_json::Value::from(headers)
+            ),
+        ),
+        None => page.to_owned(),
+    }
 }
 
 /// GraphiQL's scripts and styles, vendored so the page works without internet access.
