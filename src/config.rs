@@ -14,8 +14,6 @@ use figment::{
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-pub use crate::{auth::AuthSettings, csrf::CsrfSettings, ratelimit::RateLimitSettings};
-
 /// Why the settings could not be read. The message is one line that names the setting.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -208,6 +206,67 @@ impl Default for LimitsSettings {
 impl LimitsSettings {
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
+    }
+}
+
+/// How callers are authenticated; filled from `AUTH_*` settings.
+#[derive(Clone, Debug, Default)]
+pub struct AuthSettings {
+    /// Verifies HS256 tokens (at least 32 bytes).
+    pub jwt_secret: Option<Secret>,
+    /// Where the RS256/ES256 public keys are published.
+    pub jwks_url: Option<Url>,
+    /// Required `iss`, when set.
+    pub issuer: Option<String>,
+    /// Required `aud` (one of the token's audiences), when set.
+    pub audience: Option<String>,
+    /// Every request is the anonymous staff caller.
+    pub disabled: bool,
+}
+
+/// The CSRF check; the `[csrf]` table of the config file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CsrfSettings {
+    /// Refuse requests a browser would not have preflighted (on by default, as in the Router).
+    pub enabled: bool,
+    /// Any one of these headers, present and non-empty, proves a preflight.
+    pub required_headers: Vec<String>,
+}
+
+impl Default for CsrfSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            required_headers: ["x-apollo-operation-name", "apollo-require-preflight"]
+                .map(String::from)
+                .to_vec(),
+        }
+    }
+}
+
+/// The buckets' sizes; the `[rate_limit]` table of the config file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitSettings {
+    /// Sustained requests per second per caller (`sub`).
+    pub per_caller_per_sec: u32,
+    /// Requests a caller may send at once after being idle.
+    pub per_caller_burst: u32,
+    /// Sustained failed authentications per second per client IP (IPv6: per /64).
+    pub failed_auth_per_ip_per_sec: u32,
+    /// Failed authentications a client IP may have at once after being quiet.
+    pub failed_auth_per_ip_burst: u32,
+}
+
+impl Default for RateLimitSettings {
+    fn default() -> Self {
+        Self {
+            per_caller_per_sec: 200,
+            per_caller_burst: 400,
+            failed_auth_per_ip_per_sec: 20,
+            failed_auth_per_ip_burst: 100,
+        }
     }
 }
 

@@ -11,9 +11,8 @@
 //! client for a preflight header than to guess what a browser did with it.
 
 use axum::http::{HeaderMap, HeaderName, header::CONTENT_TYPE};
-use serde::{Deserialize, Serialize};
 
-use crate::config::ConfigError;
+use crate::config::{ConfigError, CsrfSettings};
 
 /// The content types a browser sends without a preflight (the fetch standard's CORS-safelisted
 /// `Content-Type` values), in the order Apollo lists them in its refusal.
@@ -23,28 +22,10 @@ pub(crate) const NON_PREFLIGHTED_CONTENT_TYPES: [&str; 3] = [
     "text/plain",
 ];
 
-/// The headers Apollo clients send to prove a preflight.
+/// The headers Apollo clients send to prove a preflight (the default of `csrf.required_headers`).
+#[cfg(test)]
 pub(crate) const DEFAULT_REQUIRED_HEADERS: [&str; 2] =
     ["x-apollo-operation-name", "apollo-require-preflight"];
-
-/// The CSRF check; the `[csrf]` table of the config file.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct CsrfSettings {
-    /// Refuse requests a browser would not have preflighted (on by default, as in the Router).
-    pub enabled: bool,
-    /// Any one of these headers, present and non-empty, proves a preflight.
-    pub required_headers: Vec<String>,
-}
-
-impl Default for CsrfSettings {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            required_headers: DEFAULT_REQUIRED_HEADERS.map(String::from).to_vec(),
-        }
-    }
-}
 
 impl CsrfSettings {
     /// The required headers as names, or an error naming `csrf.required_headers`.

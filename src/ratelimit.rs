@@ -18,34 +18,8 @@ use governor::{
     middleware::NoOpMiddleware,
     state::keyed::DefaultKeyedStateStore,
 };
-use serde::{Deserialize, Serialize};
 
-use crate::config::ConfigError;
-
-/// The buckets' sizes; the `[rate_limit]` table of the config file.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct RateLimitSettings {
-    /// Sustained requests per second per caller (`sub`).
-    pub per_caller_per_sec: u32,
-    /// Requests a caller may send at once after being idle.
-    pub per_caller_burst: u32,
-    /// Sustained failed authentications per second per client IP (IPv6: per /64).
-    pub failed_auth_per_ip_per_sec: u32,
-    /// Failed authentications a client IP may have at once after being quiet.
-    pub failed_auth_per_ip_burst: u32,
-}
-
-impl Default for RateLimitSettings {
-    fn default() -> Self {
-        Self {
-            per_caller_per_sec: 200,
-            per_caller_burst: 400,
-            failed_auth_per_ip_per_sec: 20,
-            failed_auth_per_ip_burst: 100,
-        }
-    }
-}
+use crate::config::{ConfigError, RateLimitSettings};
 
 impl RateLimitSettings {
     /// Refuses a zero, which would make a bucket that never fills; the error names the key.

@@ -24,30 +24,9 @@ mod verify;
 #[cfg(test)]
 mod tests;
 
-use url::Url;
+pub use crate::config::AuthSettings;
 
-use crate::config::Secret;
-
-// Some of these are not used outside this module until it is wired in (see `lib.rs`); the
-// re-exports keep every `crate::auth::X` path.
-#[allow(unused_imports)]
-pub(crate) use caller::{BeneficiaryKey, Caller, Refusal, Scopes};
+pub(crate) use caller::{Caller, Refusal, Scopes};
 pub use caller::{SCOPE_READ, SCOPE_WRITE};
 pub use mint::{ClaimsBuilder, mint_hs256};
-#[allow(unused_imports)]
 pub(crate) use verify::{AuthError, Authenticator};
-
-/// How callers are authenticated; filled from `AUTH_*` settings.
-#[derive(Clone, Debug, Default)]
-pub struct AuthSettings {
-    /// Verifies HS256 tokens (at least 32 bytes).
-    pub jwt_secret: Option<Secret>,
-    /// Where the RS256/ES256 public keys are published.
-    pub jwks_url: Option<Url>,
-    /// Required `iss`, when set.
-    pub issuer: Option<String>,
-    /// Required `aud` (one of the token's audiences), when set.
-    pub audience: Option<String>,
-    /// Every request is the anonymous staff caller.
-    pub disabled: bool,
-}

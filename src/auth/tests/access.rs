@@ -1,7 +1,7 @@
 //! Which beneficiaries a caller may read or write.
 
 use super::*;
-use crate::auth::{BeneficiaryKey, Refusal, SCOPE_READ, SCOPE_WRITE, Scopes};
+use crate::auth::{Refusal, SCOPE_READ, SCOPE_WRITE, Scopes, caller::BeneficiaryKey};
 
 fn caller(scope: &str, unique_key: Option<&str>, subscriber_id: Option<&str>) -> Caller {
     Caller {
