@@ -68,7 +68,7 @@ impl Mutation {
         let protocol = validation::identifier("input.protocol", &input.protocol)?;
         let hrefs = hrefs(&input.attachments)?;
         let upstreams = ctx.data_unchecked::<Arc<Upstreams>>();
-        Ok(upstreams.add_attachments(&protocol, &hrefs).await?)
+        Ok(upstreams.add_attachments("", &protocol, &hrefs).await?)
     }
 
     /// Opens a new authorization request for a beneficiary, with its documents. Returns the new
@@ -106,7 +106,7 @@ impl Mutation {
             attachments: hrefs(&input.attachments)?,
         };
         let upstreams = ctx.data_unchecked::<Arc<Upstreams>>();
-        Ok(upstreams.request_authorization(&request).await?)
+        Ok(upstreams.request_authorization("", &request).await?)
     }
 }
 
