@@ -241,6 +241,11 @@ async fn a_slow_upstream_times_out_with_its_own_code() {
         response["data"]["beneficiary"]["authorizationProtocols"]["items"][0]["protocol"],
         "41750520230601000030"
     );
+    assert_eq!(
+        app.counts().mosia_calls,
+        1,
+        "a timed-out GET is not retried"
+    );
 }
 
 #[tokio::test]
@@ -261,17 +266,49 @@ async fn a_dead_upstream_is_unavailable() {
     );
     assert_eq!(
         app.counts().mosia_calls,
-        2,
-        "a refused GET is tried once more"
+        3,
+        "a refused GET is tried twice more"
     );
 }
 
 #[tokio::test]
-async fn a_get_answered_503_is_retried_once_then_reported() {
+async fn a_get_answered_503_is_retried_twice_then_reported() {
     let up = Upstreams::start().await;
     list_get()
         .respond_with(ResponseTemplate::new(503))
-        .expect(2)
+        .expect(3)
+        .mount(&up.totvs)
+        .await;
+    let app = up.app().await;
+
+    let response = app.query(LIST).await;
+
+    assert_eq!(codes(&response), ["UPSTREAM_UNAVAILABLE"]);
+}
+
+#[tokio::test]
+async fn a_get_answered_502_or_504_is_retried_as_configured() {
+    for status in [502, 504] {
+        let up = Upstreams::start().await;
+        list_get()
+            .respond_with(ResponseTemplate::new(status))
+            .expect(2)
+            .mount(&up.totvs)
+            .await;
+        let app = up.app_with(|s| s.upstream.get_retries = 1).await;
+
+        let response = app.query(LIST).await;
+
+        assert_eq!(codes(&response), ["UPSTREAM_UNAVAILABLE"], "{status}");
+    }
+}
+
+#[tokio::test]
+async fn a_get_answered_500_is_not_retried() {
+    let up = Upstreams::start().await;
+    list_get()
+        .respond_with(ResponseTemplate::new(500))
+        .expect(1)
         .mount(&up.totvs)
         .await;
     let app = up.app().await;
