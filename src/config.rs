@@ -83,7 +83,8 @@ pub struct UpstreamSettings {
     pub timeout_ms: u64,
     /// Most upstream calls one request keeps in flight per upstream.
     pub max_concurrency: usize,
-    /// How many times a failed GET (connection refused, 502, 503, 504) is tried again.
+    /// How many times (0 to 2) a GET is sent again after a connection refused or reset before
+    /// any answer, or a 502, 503 or 504; never after a timeout or another status.
     pub get_retries: u32,
     /// Base of the jittered backoff between GET attempts, in milliseconds.
     pub retry_backoff_ms: u64,
@@ -98,7 +99,7 @@ impl Default for UpstreamSettings {
         Self {
             timeout_ms: 5_000,
             max_concurrency: 16,
-            get_retries: 1,
+            get_retries: 2,
             retry_backoff_ms: 50,
             token_refresh_margin_secs: 60,
             pool_max_idle_per_host: 256,
@@ -455,8 +456,8 @@ impl Settings {
             ),
             (
                 "upstream.get_retries",
-                self.upstream.get_retries <= 5,
-                "must be at most 5",
+                self.upstream.get_retries <= 2,
+                "must be at most 2",
             ),
             (
                 "cache.not_found_ttl_secs",
@@ -571,6 +572,26 @@ pub fn log_filter() -> String {
 mod tests {
     use super::*;
 
+    /// Every required setting present, every other one at its default.
+    fn complete_raw() -> RawSettings {
+        RawSettings {
+            mosia: RawMosia {
+                base_url: Some("http://m".into()),
+                token: Some(Secret::new("t")),
+            },
+            totvs: RawTotvs {
+                base_url: Some("http://t/rest".into()),
+                username: Some(Secret::new("u")),
+                password: Some(Secret::new("p")),
+            },
+            auth: RawAuth {
+                disabled: Some("true".into()),
+                ..RawAuth::default()
+            },
+            ..RawSettings::default()
+        }
+    }
+
     #[test]
     fn a_base_url_loses_its_trailing_slash() {
         let url = base_url("X", Some("https://host:8080/rest/".into())).unwrap();
@@ -586,22 +607,7 @@ mod tests {
     #[test]
     fn cors_origins_must_be_bare_origins() {
         let settings = |origins: &[&str]| {
-            let mut raw = RawSettings {
-                mosia: RawMosia {
-                    base_url: Some("http://m".into()),
-                    token: Some(Secret::new("t")),
-                },
-                totvs: RawTotvs {
-                    base_url: Some("http://t/rest".into()),
-                    username: Some(Secret::new("u")),
-                    password: Some(Secret::new("p")),
-                },
-                auth: RawAuth {
-                    disabled: Some("true".into()),
-                    ..RawAuth::default()
-                },
-                ..RawSettings::default()
-            };
+            let mut raw = complete_raw();
             raw.server.cors_allowed_origins = origins.iter().map(|o| o.to_string()).collect();
             Settings::from_raw(raw)
         };
@@ -610,6 +616,21 @@ mod tests {
         assert!(
             err.to_string()
                 .starts_with("server.cors_allowed_origins is invalid")
+        );
+    }
+
+    #[test]
+    fn get_retries_above_two_are_refused_by_name() {
+        let settings = |retries| {
+            let mut raw = complete_raw();
+            raw.upstream.get_retries = retries;
+            Settings::from_raw(raw)
+        };
+        assert_eq!(settings(2).unwrap().upstream.get_retries, 2);
+        let err = settings(3).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "upstream.get_retries is invalid: must be at most 2"
         );
     }
 

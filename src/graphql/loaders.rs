@@ -38,7 +38,7 @@ use crate::{
         AuthorizationProtocolPage, InteractionPage, InteractionQuery, ProtocolQuery, Service,
         ServiceProtocol,
     },
-    upstream::{Fetched, UpstreamError, Upstreams},
+    upstream::{Fetched, UpstreamError, Upstreams, newest_of},
 };
 
 type Loaded<T> = Result<Arc<T>, LoadError>;
@@ -342,16 +342,16 @@ impl Loader<LatestKey> for MosiaLoader {
         &self,
         keys: &[LatestKey],
     ) -> Result<HashMap<LatestKey, Self::Value>, Infallible> {
-        // Mosia answers newest first, so the answer for the largest limit holds every smaller
-        // one: one call per beneficiary serves `name`, `latestProtocols(limit: 3)` and
-        // `latestProtocols(limit: 10)` alike.
+        // One call per beneficiary, for the largest limit asked: its answer holds every
+        // smaller one, so `name`, `latestProtocols(limit: 3)` and `latestProtocols(limit: 10)`
+        // cost one call together.
         let mut largest: HashMap<String, u8> = HashMap::new();
         for key in keys {
             let limit = largest.entry(key.unique_key.clone()).or_default();
             *limit = (*limit).max(key.limit);
         }
         let upstreams = &self.0.upstreams;
-        let loaded: HashMap<String, Loaded<Vec<ServiceProtocol>>> = self
+        let loaded = self
             .0
             .load_all(
                 Service::Mosia,
@@ -361,18 +361,18 @@ impl Loader<LatestKey> for MosiaLoader {
                     ((unique_key, limit), result)
                 },
             )
-            .await
-            .into_iter()
-            .map(|((unique_key, _), value)| (unique_key, value))
+            .await;
+        let by_beneficiary: HashMap<&str, (u8, &Loaded<Vec<ServiceProtocol>>)> = loaded
+            .iter()
+            .map(|((unique_key, limit), value)| (unique_key.as_str(), (*limit, value)))
             .collect();
         Ok(keys
             .iter()
             .filter_map(|key| {
-                let value = match loaded.get(key.unique_key.as_str())? {
-                    Ok(all) if all.len() > usize::from(key.limit) => {
-                        Ok(Arc::new(all[..usize::from(key.limit)].to_vec()))
-                    }
-                    other => other.clone(),
+                let (answered, loaded) = by_beneficiary.get(key.unique_key.as_str())?;
+                let value = match loaded {
+                    Ok(answer) => Ok(newest_of(answer, *answered, key.limit)?),
+                    Err(err) => Err(err.clone()),
                 };
                 Some((key.clone(), value))
             })

@@ -75,8 +75,15 @@ impl Mutation {
         let protocol = validation::identifier("input.protocol", &input.protocol)?;
         let hrefs = hrefs(&input.attachments)?;
         let owner = prove_own_protocol(ctx, OPERATION, &protocol).await?;
+        // A double click is one caller's: two callers' identical inputs are two submissions.
+        let caller_sub = access::caller(ctx)?.sub.clone();
         let upstreams = ctx.data_unchecked::<Arc<Upstreams>>();
-        let result = write(ctx, &hrefs, upstreams.add_attachments(&protocol, &hrefs)).await;
+        let result = write(
+            ctx,
+            &hrefs,
+            upstreams.add_attachments(&caller_sub, &protocol, &hrefs),
+        )
+        .await;
         audit_outcome(ctx, OPERATION, owner.as_deref(), Some(&protocol), &result);
         result
     }
@@ -117,11 +124,12 @@ impl Mutation {
         };
         const OPERATION: &str = "requestAuthorization";
         access::check_write(ctx, OPERATION, Some(&request.subscriber_id), None)?;
+        let caller_sub = access::caller(ctx)?.sub.clone();
         let upstreams = ctx.data_unchecked::<Arc<Upstreams>>();
         let result = write(
             ctx,
             &request.attachments,
-            upstreams.request_authorization(&request),
+            upstreams.request_authorization(&caller_sub, &request),
         )
         .await;
         let created = result.as_ref().ok().map(|p| p.protocol.as_str());

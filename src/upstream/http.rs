@@ -1,5 +1,11 @@
 //! What both clients share: one pooled `reqwest::Client` per upstream, the deadline on every
 //! call, the retry policy for reads, body size limits and the translation of transport failures.
+//!
+//! A read is sent again (at most `get_retries` times, after a jittered backoff) only when the
+//! failure says the upstream is briefly unable to answer: the connection was refused or reset
+//! before any answer, or the answer was 502, 503 or 504. Any other 5xx is the upstream's own
+//! fault and would fail again; a timeout already spent the caller's time. A write is never
+//! sent again here.
 
 use std::{sync::Arc, time::Duration};
 
@@ -17,7 +23,7 @@ const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 /// Whether a call may be sent again after a failure that left its outcome unknown.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Idempotency {
-    /// A read: retried on connection failures and 502/503/504.
+    /// A read: retried on a connection refused or reset before any answer, and on 502/503/504.
     Read,
     /// A write: never retried; a timeout leaves the outcome unknown.
     Write,
@@ -75,8 +81,8 @@ impl HttpUpstream {
         url
     }
 
-    /// Sends the request `build` makes, retrying reads as configured. Answers 5xx and 429
-    /// become errors here; other statuses are the caller's to interpret.
+    /// Sends the request `build` makes, retrying reads as the module says. Answers 5xx and
+    /// 429 become errors here; other statuses are the caller's to interpret.
     pub async fn send(
         &self,
         idempotency: Idempotency,
@@ -84,19 +90,21 @@ impl HttpUpstream {
     ) -> Result<Answer, UpstreamError> {
         let mut attempt = 0;
         loop {
-            let result = self.send_once(idempotency, build(&self.client)).await;
-            let retryable = match &result {
-                Err(err) => err.kind == UpstreamErrorKind::Unavailable,
-                Ok(_) => false,
-            };
-            if idempotency == Idempotency::Write || !retryable || attempt >= self.retries {
-                if result.is_err() {
-                    self.metrics.upstream_error();
+            match self.send_once(idempotency, build(&self.client)).await {
+                Ok(answer) => return Ok(answer),
+                Err(failure)
+                    if failure.transient
+                        && idempotency == Idempotency::Read
+                        && attempt < self.retries =>
+                {
+                    attempt += 1;
+                    tokio::time::sleep(self.jittered_backoff(attempt)).await;
                 }
-                return result;
+                Err(failure) => {
+                    self.metrics.upstream_error();
+                    return Err(failure.error);
+                }
             }
-            attempt += 1;
-            tokio::time::sleep(self.jittered_backoff(attempt)).await;
         }
     }
 
@@ -109,12 +117,12 @@ impl HttpUpstream {
         &self,
         idempotency: Idempotency,
         request: RequestBuilder,
-    ) -> Result<Answer, UpstreamError> {
+    ) -> Result<Answer, Failure> {
         self.metrics.upstream_call(self.service);
-        let response = request
-            .send()
-            .await
-            .map_err(|err| self.transport_error(idempotency, err))?;
+        let response = request.send().await.map_err(|err| Failure {
+            transient: is_refused_or_reset(&err),
+            error: self.transport_error(idempotency, err),
+        })?;
         let status = response.status();
         if status.is_server_error() {
             warn!(
@@ -140,21 +148,30 @@ impl HttpUpstream {
             } else {
                 UpstreamErrorKind::Unavailable
             };
-            return Err(UpstreamError::new(self.service, kind)
-                .with_status(status.as_u16())
-                .with_fault(fault));
+            return Err(Failure {
+                error: UpstreamError::new(self.service, kind)
+                    .with_status(status.as_u16())
+                    .with_fault(fault),
+                transient: matches!(
+                    status,
+                    StatusCode::BAD_GATEWAY
+                        | StatusCode::SERVICE_UNAVAILABLE
+                        | StatusCode::GATEWAY_TIMEOUT
+                ),
+            });
         }
         if status == StatusCode::TOO_MANY_REQUESTS {
             warn!(service = self.service.as_str(), "upstream rate limit");
             return Err(
                 UpstreamError::new(self.service, UpstreamErrorKind::RateLimited)
-                    .with_status(status.as_u16()),
+                    .with_status(status.as_u16())
+                    .into(),
             );
         }
         let body = self
             .read_body(response)
             .await
-            .map_err(|err| err.with_status(status.as_u16()))?;
+            .map_err(|err| Failure::from(err.with_status(status.as_u16())))?;
         Ok(Answer { status, body })
     }
 
@@ -214,5 +231,101 @@ impl HttpUpstream {
         );
         self.metrics.upstream_error();
         UpstreamError::new(self.service, UpstreamErrorKind::Malformed).with_status(status.as_u16())
+    }
+}
+
+/// A failed attempt, and whether it is worth sending again.
+struct Failure {
+    error: UpstreamError,
+    /// The upstream said it is briefly unable to answer (502, 503, 504), or the connection
+    /// failed before any answer.
+    transient: bool,
+}
+
+impl From<UpstreamError> for Failure {
+    fn from(error: UpstreamError) -> Self {
+        Self {
+            error,
+            transient: false,
+        }
+    }
+}
+
+/// Whether the request failed before any answer because the connection could not be made
+/// or was reset; never a timeout, which already spent the caller's time.
+fn is_refused_or_reset(err: &reqwest::Error) -> bool {
+    if err.is_timeout() {
+        return false;
+    }
+    if err.is_connect() {
+        return true;
+    }
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        if cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionReset)
+        {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tokio::{io::AsyncReadExt, net::TcpListener};
+
+    use super::*;
+
+    /// An upstream that resets every connection once it has read the request, and counts them.
+    async fn resetting_upstream() -> (Url, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap())
+            .parse()
+            .unwrap();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let counter = connections.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                let _ = stream.read(&mut [0; 4096]).await;
+                // A zero linger closes with RST instead of FIN.
+                let _ = stream.set_zero_linger();
+                drop(stream);
+            }
+        });
+        (url, connections)
+    }
+
+    fn upstream(base: Url) -> HttpUpstream {
+        let settings = UpstreamSettings {
+            retry_backoff_ms: 1,
+            ..UpstreamSettings::default()
+        };
+        HttpUpstream::new(Service::Mosia, base, &settings, Arc::default()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_read_reset_before_any_answer_is_retried_and_a_write_is_not() {
+        let (base, connections) = resetting_upstream().await;
+        let http = upstream(base);
+
+        let read = http
+            .send(Idempotency::Read, |client| client.get(http.url(&["read"])))
+            .await;
+        assert!(matches!(read, Err(err) if err.kind == UpstreamErrorKind::Unavailable));
+        assert_eq!(connections.swap(0, Ordering::SeqCst), 3);
+
+        let write = http
+            .send(Idempotency::Write, |client| {
+                client.post(http.url(&["write"]))
+            })
+            .await;
+        assert!(matches!(write, Err(err) if err.kind == UpstreamErrorKind::Unavailable));
+        assert_eq!(connections.load(Ordering::SeqCst), 1);
     }
 }

@@ -2,10 +2,11 @@
 //!
 //! [`Upstreams`] is what the GraphQL layer talks to: each read goes through the shared
 //! [`cache::ResponseCache`] and then through a concrete client ([`mosia::MosiaClient`],
-//! [`totvs::TotvsClient`]); each mutation goes straight to TOTVS, at most once per identical
-//! input in flight, and invalidates what it changed.
+//! [`totvs::TotvsClient`]); each mutation goes straight to TOTVS, at most once per caller and
+//! identical input in flight, and invalidates what it changed.
 
 pub(crate) mod cache;
+pub(crate) mod clock;
 pub(crate) mod decode;
 pub(crate) mod error;
 pub(crate) mod http;
@@ -23,14 +24,16 @@ use crate::{
     },
 };
 pub(crate) use cache::{Fetched, ResponseCache};
+use cache::{MutationGuard, MutationInput, MutationKey};
 pub(crate) use error::{Fault, UpstreamError, UpstreamErrorKind};
+pub(crate) use mosia::newest_of;
 
 /// The upstreams as the graph sees them: cached reads, guarded writes.
 pub struct Upstreams {
     mosia: mosia::MosiaClient,
     totvs: totvs::TotvsClient,
     cache: ResponseCache,
-    mutations: cache::MutationGuard,
+    mutations: MutationGuard,
 }
 
 impl Upstreams {
@@ -39,7 +42,7 @@ impl Upstreams {
             mosia: mosia::MosiaClient::new(settings, metrics.clone())?,
             totvs: totvs::TotvsClient::new(settings, metrics.clone())?,
             cache: ResponseCache::new(&settings.cache, metrics.clone()),
-            mutations: cache::MutationGuard::new(&settings.cache, metrics),
+            mutations: MutationGuard::new(&settings.cache, metrics),
         })
     }
 
@@ -49,31 +52,8 @@ impl Upstreams {
         unique_key: &str,
         limit: u8,
     ) -> Result<Fetched<Vec<ServiceProtocol>>, UpstreamError> {
-        let key = |limit| cache::CacheKey::Latest {
-            unique_key: unique_key.into(),
-            limit,
-        };
-        // Mosia answers newest first: a cached answer for this limit or a larger one holds it.
-        for cached_limit in limit..=mosia::MAX_LIMIT {
-            let Some(cached) = self
-                .cache
-                .get_fresh::<Vec<ServiceProtocol>>(&key(cached_limit))
-                .await
-            else {
-                continue;
-            };
-            let value = if cached.len() > usize::from(limit) {
-                Arc::new(cached[..usize::from(limit)].to_vec())
-            } else {
-                cached
-            };
-            return Ok(Fetched {
-                value,
-                stale_for: None,
-            });
-        }
         self.cache
-            .get_or_fetch(key(limit), || {
+            .latest_or_fetch(unique_key, limit, || {
                 self.mosia.latest_protocols(unique_key, limit)
             })
             .await
@@ -105,17 +85,24 @@ impl Upstreams {
             .await
     }
 
-    /// Attaches documents to a protocol. Never retried; an identical call in flight or just
-    /// answered shares that answer.
+    /// Attaches documents to a protocol for `caller` (the token's `sub`). Never retried; an
+    /// identical call by the same caller in flight or just answered shares that answer.
     pub async fn add_attachments(
         &self,
+        caller: &str,
         protocol: &str,
         hrefs: &[String],
     ) -> Result<AuthorizationProtocol, UpstreamError> {
-        let fingerprint = cache::MutationGuard::fingerprint(&("attachments", protocol, hrefs));
+        let key = MutationKey {
+            caller: caller.into(),
+            input: MutationInput::Attachments {
+                protocol: protocol.into(),
+                hrefs: hrefs.to_vec(),
+            },
+        };
         let result = self
             .mutations
-            .run(fingerprint, || self.totvs.add_attachments(protocol, hrefs))
+            .run(key, || self.totvs.add_attachments(protocol, hrefs))
             .await;
         if let Ok(changed) = &result {
             self.cache
@@ -127,12 +114,16 @@ impl Upstreams {
     /// Opens a new authorization request. Same guarantees as [`Self::add_attachments`].
     pub async fn request_authorization(
         &self,
+        caller: &str,
         request: &AuthorizationRequest,
     ) -> Result<AuthorizationProtocol, UpstreamError> {
-        let fingerprint = cache::MutationGuard::fingerprint(&("request", request));
+        let key = MutationKey {
+            caller: caller.into(),
+            input: MutationInput::Request(request.clone()),
+        };
         let result = self
             .mutations
-            .run(fingerprint, || self.totvs.request_authorization(request))
+            .run(key, || self.totvs.request_authorization(request))
             .await;
         if let Ok(created) = &result {
             self.cache

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::json;
 use wiremock::{
     Mock, ResponseTemplate,
-    matchers::{any, method, path, query_param},
+    matchers::{any, method, path},
 };
 
 use crate::helpers::{
@@ -240,6 +240,11 @@ async fn a_slow_upstream_times_out_with_its_own_code() {
         response["data"]["beneficiary"]["authorizationProtocols"]["items"][0]["protocol"],
         "41750520230601000030"
     );
+    assert_eq!(
+        app.counts().mosia_calls,
+        1,
+        "a timed-out GET is not retried"
+    );
 }
 
 #[tokio::test]
@@ -260,17 +265,49 @@ async fn a_dead_upstream_is_unavailable() {
     );
     assert_eq!(
         app.counts().mosia_calls,
-        2,
-        "a refused GET is tried once more"
+        3,
+        "a refused GET is tried twice more"
     );
 }
 
 #[tokio::test]
-async fn a_get_answered_503_is_retried_once_then_reported() {
+async fn a_get_answered_503_is_retried_twice_then_reported() {
     let up = Upstreams::start().await;
     list_get()
         .respond_with(ResponseTemplate::new(503))
-        .expect(2)
+        .expect(3)
+        .mount(&up.totvs)
+        .await;
+    let app = up.app().await;
+
+    let response = app.query(LIST).await;
+
+    assert_eq!(codes(&response), ["UPSTREAM_UNAVAILABLE"]);
+}
+
+#[tokio::test]
+async fn a_get_answered_502_or_504_is_retried_as_configured() {
+    for status in [502, 504] {
+        let up = Upstreams::start().await;
+        list_get()
+            .respond_with(ResponseTemplate::new(status))
+            .expect(2)
+            .mount(&up.totvs)
+            .await;
+        let app = up.app_with(|s| s.upstream.get_retries = 1).await;
+
+        let response = app.query(LIST).await;
+
+        assert_eq!(codes(&response), ["UPSTREAM_UNAVAILABLE"], "{status}");
+    }
+}
+
+#[tokio::test]
+async fn a_get_answered_500_is_not_retried() {
+    let up = Upstreams::start().await;
+    list_get()
+        .respond_with(ResponseTemplate::new(500))
+        .expect(1)
         .mount(&up.totvs)
         .await;
     let app = up.app().await;
@@ -389,53 +426,6 @@ async fn a_refused_login_is_upstream_auth_failed_and_names_no_secret() {
     let login = &up.totvs.received_requests().await.unwrap()[0];
     assert!(login.url.query().unwrap().contains("grant_type=password"));
     assert!(login.url.query().unwrap().contains("username=gateway"));
-}
-
-#[tokio::test]
-async fn an_expiring_token_is_refreshed_with_the_refresh_token() {
-    let up = Upstreams::start().await;
-    up.totvs.reset().await;
-    Mock::given(method("POST"))
-        .and(path(TOKEN_PATH))
-        .and(query_param("grant_type", "password"))
-        .respond_with(ResponseTemplate::new(201).set_body_json(json!({
-            "access_token": "first", "refresh_token": "r1", "token_type": "Bearer", "expires_in": 1
-        })))
-        .expect(1)
-        .mount(&up.totvs)
-        .await;
-    Mock::given(method("POST"))
-        .and(path(TOKEN_PATH))
-        .and(query_param("grant_type", "refresh_token"))
-        .and(query_param("refresh_token", "r1"))
-        .respond_with(ResponseTemplate::new(201).set_body_json(json!({
-            "access_token": "second", "refresh_token": "r2", "token_type": "Bearer", "expires_in": 3600
-        })))
-        .expect(1)
-        .mount(&up.totvs)
-        .await;
-    Mock::given(method("GET"))
-        .and(wiremock::matchers::path_regex(r"/protocols$"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(fixture("totvs/protocols.200.json")))
-        .mount(&up.totvs)
-        .await;
-    let app = up.app_with(|s| s.cache.enabled = false).await;
-
-    let query = LIST;
-    assert!(app.query(query).await.get("errors").is_none());
-    // A one-second token is renewed half-way through its life.
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    assert!(app.query(query).await.get("errors").is_none());
-    let bearers: Vec<String> = up
-        .totvs
-        .received_requests()
-        .await
-        .unwrap()
-        .iter()
-        .filter(|r| r.method.as_str() == "GET")
-        .map(|r| r.headers["authorization"].to_str().unwrap().to_owned())
-        .collect();
-    assert_eq!(bearers, ["Bearer first", "Bearer second"]);
 }
 
 #[tokio::test]

@@ -4,25 +4,24 @@
 //! Item field names differ between TOTVS doc versions (`subscriberId`, `subscriber-id`,
 //! `subscriber-_id`, `subscriber_id`), so items are read through [`decode::Folded`] keys.
 
-use std::{
-    sync::Arc,
-    time::{Duration, Instant},
-};
+mod token;
+
+use std::sync::Arc;
 
 use reqwest::{StatusCode, header::AUTHORIZATION};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{Map, Value};
-use tokio::sync::Mutex;
 use tracing::{debug, warn};
 
 use super::{
     cache::Decoded,
+    clock::Clock,
     decode::{self, Folded},
     error::{UpstreamError, UpstreamErrorKind},
     http::{Answer, HttpUpstream, Idempotency},
 };
 use crate::{
-    config::{Secret, Settings},
+    config::Settings,
     metrics::Metrics,
     model::{
         AuthorizationProtocol, AuthorizationProtocolPage, AuthorizationRequest,
@@ -30,6 +29,7 @@ use crate::{
         Professional, ProtocolQuery, Service,
     },
 };
+use token::TokenManager;
 
 const API: [&str; 4] = ["totvsHealthPlans", "attendance", "v1", "authorizations"];
 
@@ -113,14 +113,7 @@ impl TotvsClient {
             &settings.upstream,
             metrics.clone(),
         )?;
-        let tokens = TokenManager {
-            url: http.url(&["api", "oauth2", "v1", "token"]),
-            username: settings.totvs.username.clone(),
-            password: settings.totvs.password.clone(),
-            margin: Duration::from_secs(settings.upstream.token_refresh_margin_secs),
-            state: Mutex::new(None),
-            metrics,
-        };
+        let tokens = TokenManager::new(&http, settings, metrics.clone(), Clock::System);
         Ok(Self {
             http,
             tokens,
@@ -469,157 +462,6 @@ fn interaction_from(item: Map<String, Value>) -> Result<Interaction, String> {
     })
 }
 
-/// The TOTVS access token: one renewal at a time, renewed before it expires, refreshed with the
-/// refresh token when possible, and discarded when TOTVS refuses it.
-struct TokenManager {
-    url: url::Url,
-    username: Secret,
-    password: Secret,
-    margin: Duration,
-    state: Mutex<Option<Token>>,
-    metrics: Arc<Metrics>,
-}
-
-struct Token {
-    bearer: Arc<str>,
-    refresh: Option<Secret>,
-    renew_at: Instant,
-    refresh_until: Instant,
-    generation: u64,
-}
-
-#[derive(Deserialize)]
-struct TokenDto {
-    access_token: String,
-    #[serde(default)]
-    refresh_token: Option<String>,
-    #[serde(default, deserialize_with = "lenient_seconds")]
-    expires_in: Option<u64>,
-}
-
-fn lenient_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-    Ok(decode::int_lenient(d)
-        .ok()
-        .and_then(|n| u64::try_from(n).ok()))
-}
-
-/// TOTVS documents refresh tokens as living 24 h.
-const REFRESH_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
-/// The range an access token's `expires_in` is clamped to: a token said to live 0 s would be
-/// renewed on every call, one said to live for years never.
-const MIN_TOKEN_LIFETIME_SECS: u64 = 1;
-const MAX_TOKEN_LIFETIME_SECS: u64 = 24 * 3600;
-
-impl TokenManager {
-    /// A valid `Bearer ...` header value and the generation it belongs to.
-    async fn bearer(&self, http: &HttpUpstream) -> Result<(Arc<str>, u64), UpstreamError> {
-        // Holding the lock through the renewal is what makes it one token request at a time.
-        let mut state = self.state.lock().await;
-        let now = Instant::now();
-        if let Some(token) = state.as_ref().filter(|t| t.renew_at > now) {
-            return Ok((token.bearer.clone(), token.generation));
-        }
-        let generation = state.as_ref().map_or(1, |t| t.generation + 1);
-        let refresh = state
-            .as_ref()
-            .filter(|t| t.refresh_until > now)
-            .and_then(|t| t.refresh.clone());
-        let mut renewed = None;
-        if let Some(refresh) = refresh {
-            match self
-                .request(
-                    http,
-                    &[
-                        ("grant_type", "refresh_token"),
-                        ("refresh_token", refresh.expose()),
-                    ],
-                )
-                .await
-            {
-                Ok(token) => renewed = Some(token),
-                Err(err) if err.kind == UpstreamErrorKind::AuthFailed => {
-                    debug!(service = "totvs", "refresh token refused, logging in again");
-                }
-                Err(err) => return Err(err),
-            }
-        }
-        let dto = match renewed {
-            Some(dto) => dto,
-            None => {
-                self.request(
-                    http,
-                    &[
-                        ("grant_type", "password"),
-                        ("username", self.username.expose()),
-                        ("password", self.password.expose()),
-                    ],
-                )
-                .await?
-            }
-        };
-        // An upstream's number is not trusted with the clock: `expires_in: u64::MAX` once made
-        // every request panic on `Instant + Duration` overflow.
-        let lifetime = Duration::from_secs(
-            dto.expires_in
-                .unwrap_or(3600)
-                .clamp(MIN_TOKEN_LIFETIME_SECS, MAX_TOKEN_LIFETIME_SECS),
-        );
-        let token = Token {
-            bearer: format!("Bearer {}", dto.access_token).into(),
-            refresh: dto.refresh_token.filter(|t| !t.is_empty()).map(Secret::new),
-            renew_at: now + lifetime - self.margin.min(lifetime / 2),
-            refresh_until: now + REFRESH_TOKEN_LIFETIME,
-            generation,
-        };
-        let out = (token.bearer.clone(), generation);
-        *state = Some(token);
-        Ok(out)
-    }
-
-    /// Forgets the token of `generation`, unless another task already replaced it.
-    async fn discard(&self, generation: u64) {
-        let mut state = self.state.lock().await;
-        if let Some(token) = state.as_mut().filter(|t| t.generation == generation) {
-            token.renew_at = Instant::now();
-            // A refused access token says nothing good about its refresh token: log in afresh.
-            token.refresh = None;
-        }
-    }
-
-    async fn request(
-        &self,
-        http: &HttpUpstream,
-        params: &[(&str, &str)],
-    ) -> Result<TokenDto, UpstreamError> {
-        self.metrics.token_call();
-        let answer = http
-            .send(Idempotency::Read, |client| {
-                client
-                    .post(self.url.clone())
-                    .query(params)
-                    .header("Accept", "application/json")
-            })
-            .await?;
-        let status = answer.status;
-        if !status.is_success() {
-            warn!(
-                service = "totvs",
-                status = status.as_u16(),
-                "token request refused"
-            );
-            let kind = match status.as_u16() {
-                400 | 401 | 403 => UpstreamErrorKind::AuthFailed,
-                _ => UpstreamErrorKind::Malformed,
-            };
-            return Err(UpstreamError::new(Service::Totvs, kind).with_status(status.as_u16()));
-        }
-        serde_json::from_slice::<TokenDto>(&answer.body)
-            .ok()
-            .filter(|dto| !dto.access_token.is_empty())
-            .ok_or_else(|| http.malformed(status, &"token body without access_token"))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -635,7 +477,8 @@ mod tests {
     #[test]
     fn the_seed_item_reads_with_empty_strings_as_absent() {
         let body: Value =
-            serde_json::from_str(include_str!("../../fixtures/totvs/protocols.200.json")).unwrap();
+            serde_json::from_str(include_str!("../../../fixtures/totvs/protocols.200.json"))
+                .unwrap();
         let item = object(body["items"][0].clone());
         let p = protocol_from(item, None).unwrap();
         assert_eq!(p.subscriber_id.as_str(), "00011008000027010");

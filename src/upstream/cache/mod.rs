@@ -6,6 +6,13 @@
 //! upstream is down, an answer younger than `stale_for_secs` is served and marked stale.
 //! A mutation records the moment it changed a subscriber or a protocol, and any entry whose
 //! fetch started before that moment is treated as absent, including one still in flight.
+//!
+//! Every one of those moments and ages is read from one [`Clock`], and freshness is decided
+//! at read time by it; moka's own expiry uses the same TTLs but only frees memory.
+
+mod mutation;
+#[cfg(test)]
+mod tests;
 
 use std::{
     hash::Hash,
@@ -18,15 +25,20 @@ use std::{
 
 use moka::{Expiry, future::Cache};
 
-use super::error::{UpstreamError, UpstreamErrorKind};
+use super::{
+    clock::Clock,
+    error::{UpstreamError, UpstreamErrorKind},
+    mosia,
+};
 use crate::{
     config::CacheSettings,
     metrics::Metrics,
     model::{
-        AuthorizationProtocol, AuthorizationProtocolPage, InteractionPage, InteractionQuery,
-        ProtocolQuery, Service, ServiceProtocol,
+        AuthorizationProtocolPage, InteractionPage, InteractionQuery, ProtocolQuery, Service,
+        ServiceProtocol,
     },
 };
+pub(crate) use mutation::{MutationGuard, MutationInput, MutationKey};
 
 /// A decoded upstream answer and the size of the body it came from (the cache's weight).
 pub(crate) struct Decoded<T> {
@@ -74,7 +86,8 @@ pub(crate) enum Value {
 #[derive(Clone, Debug)]
 struct Entry {
     value: Value,
-    /// When the upstream call that produced it started.
+    /// When the upstream call that produced it started, by the cache's clock: its age, and
+    /// whether it can show a change, count from there.
     started: Instant,
     weight: u32,
 }
@@ -104,6 +117,7 @@ cacheable!(Vec<ServiceProtocol>, Latest);
 cacheable!(AuthorizationProtocolPage, Protocols);
 cacheable!(InteractionPage, Interactions);
 
+#[derive(Clone, Copy)]
 struct Ttl {
     mosia: Duration,
     protocols: Duration,
@@ -111,14 +125,22 @@ struct Ttl {
     not_found: Duration,
 }
 
-impl Expiry<CacheKey, Entry> for Ttl {
-    fn expire_after_create(&self, key: &CacheKey, entry: &Entry, _: Instant) -> Option<Duration> {
-        Some(match (&entry.value, key) {
+impl Ttl {
+    fn of(&self, key: &CacheKey, value: &Value) -> Duration {
+        match (value, key) {
             (Value::NotFound(_), _) => self.not_found,
             (_, CacheKey::Latest { .. }) => self.mosia,
             (_, CacheKey::Protocols { .. }) => self.protocols,
             (_, CacheKey::Interactions(_)) => self.interactions,
-        })
+        }
+    }
+}
+
+/// moka's expiry only frees memory: it counts from insertion, which is never before the fetch
+/// started, so the clock-checked rule of [`ResponseCache::is_fresh`] always ends an entry first.
+impl Expiry<CacheKey, Entry> for Ttl {
+    fn expire_after_create(&self, key: &CacheKey, entry: &Entry, _: Instant) -> Option<Duration> {
+        Some(self.of(key, &entry.value))
     }
 }
 
@@ -128,7 +150,9 @@ pub struct ResponseCache {
     fresh: Cache<CacheKey, Entry>,
     /// The last good answer per key, for outages. `None` when stale serving is off.
     stale: Option<Cache<CacheKey, Entry>>,
+    ttl: Ttl,
     stale_for: Duration,
+    clock: Clock,
     /// When each subscriber was last changed by a mutation (a protocol added or changed).
     changed_subscribers: moka::sync::Cache<String, Instant>,
     /// When each protocol was last changed by a mutation.
@@ -141,6 +165,14 @@ const ENTRY_OVERHEAD: usize = 256;
 
 impl ResponseCache {
     pub fn new(settings: &CacheSettings, metrics: Arc<Metrics>) -> Self {
+        Self::with_clock(settings, metrics, Clock::System)
+    }
+
+    pub(crate) fn with_clock(
+        settings: &CacheSettings,
+        metrics: Arc<Metrics>,
+        clock: Clock,
+    ) -> Self {
         let secs = Duration::from_secs;
         let ttl = Ttl {
             mosia: secs(settings.mosia_ttl_secs),
@@ -177,7 +209,9 @@ impl ResponseCache {
             max_bytes: settings.max_bytes,
             fresh,
             stale,
+            ttl,
             stale_for,
+            clock,
             changed_subscribers: changes(),
             changed_protocols: changes(),
             metrics,
@@ -245,18 +279,52 @@ impl ResponseCache {
         }
     }
 
-    /// The fresh entry for `key`, unless a mutation outdated it (then it is dropped).
+    /// The entry for `key`, unless its TTL is over or a mutation outdated it (then it is
+    /// dropped).
     async fn current(&self, key: &CacheKey) -> Option<Entry> {
         let entry = self.fresh.get(key).await?;
-        if self.is_current(key, &entry) {
+        if self.is_fresh(key, &entry) && self.is_current(key, &entry) {
             return Some(entry);
         }
         self.fresh.invalidate(key).await;
         None
     }
 
+    fn is_fresh(&self, key: &CacheKey, entry: &Entry) -> bool {
+        self.clock.since(entry.started) < self.ttl.of(key, &entry.value)
+    }
+
+    /// Mosia's newest `limit` protocols of a beneficiary: cut from a cached answer for this
+    /// limit or a larger one, else the answer `fetch` brings for `limit`.
+    pub async fn latest_or_fetch<F, Fut>(
+        &self,
+        unique_key: &str,
+        limit: u8,
+        fetch: F,
+    ) -> Result<Fetched<Vec<ServiceProtocol>>, UpstreamError>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<Decoded<Vec<ServiceProtocol>>, UpstreamError>>,
+    {
+        let key = |limit| CacheKey::Latest {
+            unique_key: unique_key.into(),
+            limit,
+        };
+        for cached_limit in limit..=mosia::MAX_LIMIT {
+            if let Some(cached) = self.get_fresh(&key(cached_limit)).await
+                && let Some(value) = mosia::newest_of(&cached, cached_limit, limit)
+            {
+                return Ok(Fetched {
+                    value,
+                    stale_for: None,
+                });
+            }
+        }
+        self.get_or_fetch(key(limit), fetch).await
+    }
+
     /// The value cached for `key`, when it is fresh and current; never goes upstream.
-    pub async fn get_fresh<T: Cacheable>(&self, key: &CacheKey) -> Option<Arc<T>> {
+    async fn get_fresh<T: Cacheable>(&self, key: &CacheKey) -> Option<Arc<T>> {
         if !self.enabled {
             return None;
         }
@@ -279,7 +347,7 @@ impl ResponseCache {
         Fut: Future<Output = Result<Decoded<T>, UpstreamError>>,
     {
         let ran = AtomicBool::new(false);
-        let started = Instant::now();
+        let started = self.clock.now();
         let result = self
             .fresh
             .try_get_with(key.clone(), async {
@@ -311,7 +379,7 @@ impl ResponseCache {
 
     async fn stale_answer<T: Cacheable>(&self, key: &CacheKey) -> Option<Fetched<T>> {
         let entry = self.stale.as_ref()?.get(key).await?;
-        let age = entry.started.elapsed();
+        let age = self.clock.since(entry.started);
         if age > self.stale_for || !self.is_current(key, &entry) {
             return None;
         }
@@ -355,7 +423,7 @@ impl ResponseCache {
     /// Forgets what a mutation of `protocol` (of `subscriber_id`) made outdated: the
     /// subscriber's protocol lists and the protocol's interactions.
     pub fn invalidate_protocol(&self, subscriber_id: &str, protocol: &str) {
-        let now = Instant::now();
+        let now = self.clock.now();
         if !subscriber_id.is_empty() {
             self.changed_subscribers
                 .insert(subscriber_id.to_owned(), now);
@@ -378,56 +446,5 @@ fn answer<T: Cacheable>(entry: &Entry) -> Result<Fetched<T>, UpstreamError> {
             })
             // Keys determine the value's type, so a mismatch cannot happen; fail safe if it did.
             .ok_or_else(|| UpstreamError::new(Service::Totvs, UpstreamErrorKind::Malformed)),
-    }
-}
-
-/// Sends a mutation at most once per identical input in flight, and answers an identical input
-/// arriving within the dedupe window after a success with that success (the double click).
-pub(crate) struct MutationGuard {
-    recent: Cache<String, AuthorizationProtocol>,
-    metrics: Arc<Metrics>,
-}
-
-impl MutationGuard {
-    pub fn new(settings: &CacheSettings, metrics: Arc<Metrics>) -> Self {
-        let window =
-            Duration::from_secs(settings.mutation_dedupe_secs).max(Duration::from_millis(1));
-        Self {
-            recent: Cache::builder()
-                .max_capacity(10_000)
-                .time_to_live(window)
-                .build(),
-            metrics,
-        }
-    }
-
-    /// A key equal for equal inputs. Debug output of plain data is deterministic within a
-    /// process, which is the only place the key lives.
-    pub fn fingerprint(input: &impl std::fmt::Debug) -> String {
-        format!("{input:?}")
-    }
-
-    pub async fn run<F, Fut>(
-        &self,
-        fingerprint: String,
-        send: F,
-    ) -> Result<AuthorizationProtocol, UpstreamError>
-    where
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<AuthorizationProtocol, UpstreamError>>,
-    {
-        let ran = AtomicBool::new(false);
-        let result = self
-            .recent
-            .try_get_with(fingerprint, async {
-                ran.store(true, Ordering::Relaxed);
-                send().await
-            })
-            .await
-            .map_err(|err| UpstreamError::clone(&err));
-        if !ran.load(Ordering::Relaxed) {
-            self.metrics.mutation_deduplicated();
-        }
-        result
     }
 }
