@@ -159,8 +159,13 @@ pub struct ServerSettings {
     pub max_depth: usize,
     /// Highest accepted query complexity (fields counted, lists weighed by their size argument).
     pub max_complexity: usize,
-    /// Serve GraphiQL and allow introspection.
-    pub graphiql: bool,
+    /// Allow introspection and serve GraphiQL. Off by default under `serve`: the schema of a
+    /// health-data API is not for every visitor (the federation `_service` field stays, for
+    /// routers). With it off, validation errors do not suggest field names either.
+    pub introspection: bool,
+    /// The old name of `introspection`, refused with a line naming the new one.
+    #[serde(default, skip_serializing)]
+    pub graphiql: Option<serde::de::IgnoredAny>,
     /// Browser origins allowed to call `/graphql` (CORS), e.g. `["https://app.example.com"]`;
     /// empty sends no CORS headers, `["*"]` allows any origin.
     pub cors_allowed_origins: Vec<String>,
@@ -175,7 +180,8 @@ impl Default for ServerSettings {
             max_body_bytes: 64 * 1024,
             max_depth: 32,
             max_complexity: 5_000,
-            graphiql: true,
+            introspection: false,
+            graphiql: None,
             cors_allowed_origins: Vec::new(),
             graphiql_headers: None,
         }
@@ -396,6 +402,12 @@ impl Settings {
         };
         settings.rate_limit.validate()?;
         settings.csrf.header_names()?;
+        if settings.server.graphiql.is_some() {
+            return Err(ConfigError::Invalid {
+                name: "server.graphiql",
+                reason: "renamed: use server.introspection".into(),
+            });
+        }
         settings.check_ranges()?;
         for origin in &settings.server.cors_allowed_origins {
             let valid = origin == "*"
@@ -432,6 +444,12 @@ impl Settings {
                 base_url: Some(totvs_url.into()),
                 username: Some(Secret::new(totvs_username)),
                 password: Some(Secret::new(totvs_password)),
+            },
+            // Development tools (sandbox, tests, benchmark) explore the schema; `serve` does not
+            // unless told to.
+            server: ServerSettings {
+                introspection: true,
+                ..ServerSettings::default()
             },
             // Callers are the tests and tools on this machine; `serve` reads AUTH_* instead.
             auth: RawAuth {

@@ -71,7 +71,7 @@ impl Application {
         let state = AppState {
             executor: Executor::new(schema, upstreams, &settings),
             metrics: metrics.clone(),
-            graphiql: settings.server.graphiql,
+            graphiql: settings.server.introspection,
             graphiql_headers: settings.server.graphiql_headers.as_deref().map(Arc::from),
         };
         let gate = Arc::new(Gate::new(&settings, reqwest::Client::builder().build()?)?);

@@ -29,8 +29,8 @@ pub fn build_schema(settings: &ServerSettings, upstreams: Option<Arc<Upstreams>>
         .limit_depth(settings.max_depth)
         .limit_complexity(settings.max_complexity)
         .extension(codes::EngineCodes);
-    if !settings.graphiql {
-        builder = builder.disable_introspection();
+    if !settings.introspection {
+        builder = builder.disable_introspection().disable_suggestions();
     }
     if let Some(upstreams) = upstreams {
         builder = builder.data(upstreams);

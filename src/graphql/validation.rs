@@ -13,9 +13,18 @@ const STATES: [&str; 27] = [
     "PE", "PI", "RJ", "RN", "RS", "RO", "RR", "SC", "SP", "SE", "TO",
 ];
 
-/// A non-empty identifier without control characters or surrounding blanks.
+/// A non-empty identifier without control characters or surrounding blanks, that cannot
+/// move the URL path it travels in: no `/` or `\\`, and not only dots (`..` once reached
+/// `…/authorizations/protocols` with the gateway's own token).
 pub fn identifier(argument: &str, value: &str) -> Result<String, GatewayError> {
-    text(argument, value, MAX_IDENTIFIER_CHARS)
+    let value = text(argument, value, MAX_IDENTIFIER_CHARS)?;
+    if value.contains(['/', '\\']) || value.chars().all(|c| c == '.') {
+        return Err(GatewayError::bad_input(
+            argument,
+            format!("{argument} must not contain path separators or be only dots"),
+        ));
+    }
+    Ok(value)
 }
 
 /// A non-empty, printable text of at most `max` characters, trimmed.
@@ -131,6 +140,18 @@ mod tests {
         );
         assert!(identifier("uniqueKey", "12\r\nX-Evil: 1").is_err());
         assert!(identifier("uniqueKey", &"9".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn identifiers_cannot_move_the_url_path() {
+        for bad in [".", "..", "...", "a/b", "../protocols", "a\\b", "%2e%2e/x/.."] {
+            if bad.contains(['/', '\\']) || bad.chars().all(|c| c == '.') {
+                assert!(identifier("subscriberId", bad).is_err(), "{bad}");
+            }
+        }
+        // Dots inside an identifier are not a path step.
+        assert!(identifier("protocol", "1.2").is_ok());
+        assert!(identifier("protocol", "%2e%2e").is_ok(), "percent-encoded again on the way out");
     }
 
     #[test]

@@ -498,7 +498,7 @@ async fn bad_arguments_are_refused_by_name_before_any_upstream_call() {
 async fn identifiers_cannot_change_the_upstream_path() {
     let up = Upstreams::start().await;
     Mock::given(method("GET"))
-        .and(path(format!("{API}/..%2Fprotocols%2Fx/protocols")))
+        .and(path(format!("{API}/x%3Fpage=9%23f/protocols")))
         .respond_with(
             ResponseTemplate::new(200)
                 .set_body_json(json!({"items": [], "hasNext": false, "remainingRecords": 0})),
@@ -509,7 +509,7 @@ async fn identifiers_cannot_change_the_upstream_path() {
     let app = up.app().await;
 
     let response = app
-        .query(r#"{ beneficiary(subscriberId: "../protocols/x") { authorizationProtocols { hasNext } } }"#)
+        .query(r#"{ beneficiary(subscriberId: "x?page=9#f") { authorizationProtocols { hasNext } } }"#)
         .await;
 
     assert_eq!(
@@ -537,4 +537,24 @@ async fn a_totvs_5xx_keeps_its_code_but_not_its_internals() {
         json!({"code": "UPSTREAM_UNAVAILABLE", "service": "totvs", "status": 500, "upstreamCode": "500"})
     );
     assert!(!response.to_string().contains("ORA-"), "{response}");
+}
+
+#[tokio::test]
+async fn dot_only_and_path_separator_identifiers_are_refused_before_any_call() {
+    let up = Upstreams::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(500))
+        .expect(0)
+        .mount(&up.totvs)
+        .await;
+    let app = up.app().await;
+    for id in ["..", ".", "../00011008000027010", "a\\b"] {
+        let body = app
+            .query_with(
+                r#"query($s: ID!) { beneficiary(subscriberId: $s) { authorizationProtocols { hasNext } } }"#,
+                serde_json::json!({ "s": id }),
+            )
+            .await;
+        assert_eq!(codes(&body), ["BAD_USER_INPUT"], "{id}: {body}");
+    }
 }
