@@ -91,7 +91,10 @@ fn walk<'a>(
                         .node
                         .clone()
                         .into_const_with(|variable| {
-                            declared.contains(&variable).then_some(Value::Null).ok_or(())
+                            declared
+                                .contains(&variable)
+                                .then_some(Value::Null)
+                                .ok_or(())
                         })
                         .is_err();
                     if !undeclared {

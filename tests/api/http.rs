@@ -446,7 +446,10 @@ async fn an_identifier_sent_as_a_json_number_is_refused_as_bad_user_input() {
         .query(r#"{ beneficiary(subscriberId: 11008000027010) { authorizationProtocols { hasNext } } }"#)
         .await;
     assert_eq!(codes(&as_literal), ["BAD_USER_INPUT"]);
-    assert_eq!(as_literal["errors"][0]["extensions"]["argument"], "subscriberId");
+    assert_eq!(
+        as_literal["errors"][0]["extensions"]["argument"],
+        "subscriberId"
+    );
 
     let as_string = app
         .query_with(
@@ -454,5 +457,8 @@ async fn an_identifier_sent_as_a_json_number_is_refused_as_bad_user_input() {
             json!({ "s": "00011008000027010" }),
         )
         .await;
-    assert_eq!(as_string["data"]["beneficiary"]["subscriberId"], "00011008000027010");
+    assert_eq!(
+        as_string["data"]["beneficiary"]["subscriberId"],
+        "00011008000027010"
+    );
 }
