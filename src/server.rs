@@ -21,6 +21,7 @@ use tower_http::{
 
 use crate::{
     config::Settings,
+    connections::{self, Limits},
     graphql::{
         self,
         execute::{Executor, Outcome},
@@ -55,6 +56,7 @@ pub struct Application {
     listener: TcpListener,
     router: Router,
     metrics: Arc<Metrics>,
+    limits: Limits,
 }
 
 impl Application {
@@ -90,6 +92,7 @@ impl Application {
             listener,
             router,
             metrics,
+            limits: Limits::from(&settings.server),
         })
     }
 
@@ -104,14 +107,14 @@ impl Application {
         self.metrics.clone()
     }
 
-    /// Serves until `shutdown` completes, then finishes the requests in flight.
+    /// Serves until `shutdown` completes, then finishes the requests in flight within
+    /// `server.shutdown_grace_ms` and closes whatever connections are left.
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown)
-            .await
+        connections::serve(self.listener, self.router, self.limits, shutdown).await;
+        Ok(())
     }
 }
 

@@ -2,6 +2,7 @@
 //! and against the sandbox.
 
 mod batching;
+mod connections;
 mod errors;
 mod helpers;
 mod http;
