@@ -172,6 +172,17 @@ pub struct ServerSettings {
     /// Headers GraphiQL opens with (the sandbox's staff token); never from the config file.
     #[serde(skip)]
     pub graphiql_headers: Option<String>,
+    /// A request head (request line and headers) must arrive whole within this many
+    /// milliseconds of the connection's opening, or of its first byte on a kept-alive one.
+    pub header_read_timeout_ms: u64,
+    /// A connection with no request in flight is closed after this many milliseconds.
+    pub idle_timeout_ms: u64,
+    /// Most connections open at once; past it new ones wait in the listen backlog. Lowered at
+    /// start to 3/4 of the file-descriptor limit when that is smaller.
+    pub max_connections: usize,
+    /// On shutdown, requests in flight get this many milliseconds to finish before the
+    /// remaining connections are closed.
+    pub shutdown_grace_ms: u64,
 }
 
 impl Default for ServerSettings {
@@ -183,6 +194,10 @@ impl Default for ServerSettings {
             introspection: false,
             graphiql: None,
             cors_allowed_origins: Vec::new(),
+            header_read_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
+            max_connections: 16_384,
+            shutdown_grace_ms: 30_000,
             graphiql_headers: None,
         }
     }
@@ -461,7 +476,7 @@ impl Settings {
     }
 
     fn check_ranges(&self) -> Result<(), ConfigError> {
-        let checks: [(&'static str, bool, &str); 8] = [
+        let checks: [(&'static str, bool, &str); 12] = [
             (
                 "upstream.timeout_ms",
                 self.upstream.timeout_ms > 0,
@@ -501,6 +516,26 @@ impl Settings {
                 "limits.request_timeout_ms",
                 (100..=600_000).contains(&self.limits.request_timeout_ms),
                 "must be 100 to 600000",
+            ),
+            (
+                "server.header_read_timeout_ms",
+                (100..=600_000).contains(&self.server.header_read_timeout_ms),
+                "must be between 100 and 600000",
+            ),
+            (
+                "server.idle_timeout_ms",
+                (1_000..=3_600_000).contains(&self.server.idle_timeout_ms),
+                "must be between 1000 and 3600000",
+            ),
+            (
+                "server.max_connections",
+                (1..=1_000_000).contains(&self.server.max_connections),
+                "must be between 1 and 1000000",
+            ),
+            (
+                "server.shutdown_grace_ms",
+                self.server.shutdown_grace_ms <= 600_000,
+                "must be at most 600000",
             ),
         ];
         match checks.into_iter().find(|(_, ok, _)| !ok) {
@@ -650,6 +685,33 @@ mod tests {
             err.to_string(),
             "upstream.get_retries is invalid: must be at most 2"
         );
+    }
+
+    #[test]
+    fn connection_bounds_are_range_checked_by_name() {
+        let settings = |tweak: fn(&mut ServerSettings)| {
+            let mut raw = complete_raw();
+            tweak(&mut raw.server);
+            Settings::from_raw(raw)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(settings(|_| {}), Ok(()));
+        let refused = [
+            settings(|s| s.header_read_timeout_ms = 99),
+            settings(|s| s.idle_timeout_ms = 3_600_001),
+            settings(|s| s.max_connections = 0),
+            settings(|s| s.shutdown_grace_ms = 600_001),
+        ];
+        let names = [
+            "server.header_read_timeout_ms is invalid",
+            "server.idle_timeout_ms is invalid",
+            "server.max_connections is invalid",
+            "server.shutdown_grace_ms is invalid",
+        ];
+        for (result, name) in refused.into_iter().zip(names) {
+            assert!(result.as_ref().unwrap_err().starts_with(name), "{result:?}");
+        }
     }
 
     #[test]

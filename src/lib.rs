@@ -6,6 +6,8 @@
 //! - [`config`]: the typed settings; the only module that reads the environment.
 //! - [`server`]: the axum app (`/graphql` GET and POST, GraphiQL, `/healthz`, `/readyz`,
 //!   `/metrics`, CORS), built by [`server::Application::build`] for `main` and the tests alike.
+//! - `connections`: the accept loop under the server: request-head and idle deadlines, the
+//!   connection cap, and a graceful shutdown bounded by a grace period.
 //! - `graphql`: the schema, per-request DataLoaders and the driver that runs their batches,
 //!   argument checks, error codes, response field order.
 //! - `upstream`: the Mosia and TOTVS clients (wire types private to each), the TOTVS token
@@ -19,6 +21,7 @@
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub(crate) mod connections;
 pub mod csrf;
 pub(crate) mod gate;
 pub(crate) mod graphql;

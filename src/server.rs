@@ -22,6 +22,7 @@ use tower_http::{
 use crate::{
     auth::Caller,
     config::Settings,
+    connections::{self, Limits},
     gate::{self, Gate},
     graphql::{
         self,
@@ -60,6 +61,7 @@ pub struct Application {
     listener: TcpListener,
     router: Router,
     metrics: Arc<Metrics>,
+    limits: Limits,
 }
 
 impl Application {
@@ -101,6 +103,7 @@ impl Application {
             listener,
             router,
             metrics,
+            limits: Limits::from(&settings.server),
         })
     }
 
@@ -115,14 +118,14 @@ impl Application {
         self.metrics.clone()
     }
 
-    /// Serves until `shutdown` completes, then finishes the requests in flight.
+    /// Serves until `shutdown` completes, then finishes the requests in flight within
+    /// `server.shutdown_grace_ms` and closes whatever connections are left.
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown)
-            .await
+        connections::serve(self.listener, self.router, self.limits, shutdown).await;
+        Ok(())
     }
 }
 
