@@ -299,3 +299,28 @@ async fn a_burst_over_the_callers_bucket_gets_429_with_retry_after() {
     let retry_after: u64 = retry_after.unwrap().to_str().unwrap().parse().unwrap();
     assert!(retry_after >= 1);
 }
+
+#[tokio::test]
+async fn failed_authentications_from_one_address_are_slowed_but_a_valid_token_is_not() {
+    let up = Upstreams::start().await;
+    up.mosia_documented(None).await;
+    let app = up
+        .app_with(|settings| {
+            settings.auth.disabled = false;
+            settings.auth.jwt_secret = Some(Secret::new(SECRET));
+            settings.rate_limit.failed_auth_per_ip_per_sec = 1;
+            settings.rate_limit.failed_auth_per_ip_burst = 2;
+        })
+        .await;
+    let body = json!({ "query": LATEST });
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        let response = app.post_as("not-a-token", &body).await;
+        statuses.push(response.status().as_u16());
+    }
+    assert_eq!(&statuses[..2], [401, 401]);
+    assert_eq!(&statuses[2..], [429, 429], "{statuses:?}");
+    // The address's bucket is for failures only.
+    let valid = app.post_as(&staff_token(), &body).await;
+    assert_eq!(valid.status(), 200);
+}
