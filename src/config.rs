@@ -475,76 +475,153 @@ impl Settings {
         })
     }
 
+    /// Every number in range, or one error naming the first setting that is not: no value can
+    /// panic the process (a TTL of 9.2e18 s once panicked moka) or silently switch a feature
+    /// off (`max_bytes = 0` once disabled the cache; `cache.enabled = false` is the way).
     fn check_ranges(&self) -> Result<(), ConfigError> {
-        let checks: [(&'static str, bool, &str); 12] = [
-            (
-                "upstream.timeout_ms",
-                self.upstream.timeout_ms > 0,
-                "must be greater than 0",
-            ),
+        const DAY: u64 = 86_400;
+        const MIB: u64 = 1024 * 1024;
+        let (u, c, s, l) = (&self.upstream, &self.cache, &self.server, &self.limits);
+        let int = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+        let checks: [(&'static str, u64, u64, u64, &str); 23] = [
+            ("upstream.timeout_ms", u.timeout_ms, 1, 120_000, ""),
             (
                 "upstream.max_concurrency",
-                self.upstream.max_concurrency > 0,
-                "must be greater than 0",
+                int(u.max_concurrency),
+                1,
+                1_000,
+                "",
+            ),
+            ("upstream.get_retries", u64::from(u.get_retries), 0, 2, ""),
+            (
+                "upstream.retry_backoff_ms",
+                u.retry_backoff_ms,
+                0,
+                10_000,
+                "",
             ),
             (
-                "upstream.get_retries",
-                self.upstream.get_retries <= 2,
-                "must be at most 2",
+                "upstream.token_refresh_margin_secs",
+                u.token_refresh_margin_secs,
+                0,
+                3_600,
+                "",
             ),
             (
-                "cache.not_found_ttl_secs",
-                self.cache.not_found_ttl_secs <= 5,
-                "must be at most 5",
+                "upstream.pool_max_idle_per_host",
+                int(u.pool_max_idle_per_host),
+                0,
+                10_000,
+                "",
+            ),
+            ("cache.mosia_ttl_secs", c.mosia_ttl_secs, 0, DAY, ""),
+            (
+                "cache.totvs_protocols_ttl_secs",
+                c.totvs_protocols_ttl_secs,
+                0,
+                DAY,
+                "",
+            ),
+            (
+                "cache.totvs_interactions_ttl_secs",
+                c.totvs_interactions_ttl_secs,
+                0,
+                DAY,
+                "",
+            ),
+            ("cache.not_found_ttl_secs", c.not_found_ttl_secs, 0, 5, ""),
+            (
+                "cache.max_bytes",
+                c.max_bytes,
+                MIB,
+                64 * 1024 * MIB,
+                "; to turn the cache off set cache.enabled = false",
+            ),
+            ("cache.stale_for_secs", c.stale_for_secs, 0, 7 * DAY, ""),
+            (
+                "cache.mutation_dedupe_secs",
+                c.mutation_dedupe_secs,
+                0,
+                3_600,
+                "",
             ),
             (
                 "server.max_body_bytes",
-                self.server.max_body_bytes >= 1024,
-                "must be at least 1024",
+                int(s.max_body_bytes),
+                1024,
+                16 * MIB,
+                "",
             ),
+            ("server.max_depth", int(s.max_depth), 4, 256, ""),
             (
-                "server.max_depth",
-                self.server.max_depth >= 4,
-                "must be at least 4",
-            ),
-            (
-                "limits.max_upstream_calls",
-                (1..=10_000).contains(&self.limits.max_upstream_calls),
-                "must be 1 to 10000",
-            ),
-            (
-                "limits.request_timeout_ms",
-                (100..=600_000).contains(&self.limits.request_timeout_ms),
-                "must be 100 to 600000",
+                "server.max_complexity",
+                int(s.max_complexity),
+                1,
+                1_000_000,
+                "",
             ),
             (
                 "server.header_read_timeout_ms",
-                (100..=600_000).contains(&self.server.header_read_timeout_ms),
-                "must be between 100 and 600000",
+                s.header_read_timeout_ms,
+                100,
+                600_000,
+                "",
             ),
             (
                 "server.idle_timeout_ms",
-                (1_000..=3_600_000).contains(&self.server.idle_timeout_ms),
-                "must be between 1000 and 3600000",
+                s.idle_timeout_ms,
+                1_000,
+                3_600_000,
+                "",
             ),
             (
                 "server.max_connections",
-                (1..=1_000_000).contains(&self.server.max_connections),
-                "must be between 1 and 1000000",
+                int(s.max_connections),
+                1,
+                1_000_000,
+                "",
             ),
             (
                 "server.shutdown_grace_ms",
-                self.server.shutdown_grace_ms <= 600_000,
-                "must be at most 600000",
+                s.shutdown_grace_ms,
+                0,
+                600_000,
+                "",
+            ),
+            (
+                "limits.max_upstream_calls",
+                l.max_upstream_calls,
+                1,
+                10_000,
+                "",
+            ),
+            (
+                "limits.request_timeout_ms",
+                l.request_timeout_ms,
+                100,
+                600_000,
+                "",
+            ),
+            // The deadline must leave room for at least one whole upstream call.
+            (
+                "limits.request_timeout_ms",
+                l.request_timeout_ms,
+                u.timeout_ms,
+                u64::MAX,
+                " (at least upstream.timeout_ms)",
             ),
         ];
-        match checks.into_iter().find(|(_, ok, _)| !ok) {
-            Some((name, _, reason)) => Err(ConfigError::Invalid {
-                name,
-                reason: reason.into(),
-            }),
-            None => Ok(()),
+        for (name, value, min, max, hint) in checks {
+            if !(min..=max).contains(&value) {
+                let reason = match (min, max) {
+                    (0, max) => format!("must be at most {max}{hint}"),
+                    (min, u64::MAX) => format!("must be at least {min}{hint}"),
+                    (min, max) => format!("must be between {min} and {max}{hint}"),
+                };
+                return Err(ConfigError::Invalid { name, reason });
+            }
         }
+        Ok(())
     }
 }
 
@@ -587,6 +664,14 @@ fn auth_settings(raw: RawAuth) -> Result<AuthSettings, ConfigError> {
 
 fn secret(name: &'static str, value: Option<Secret>) -> Result<Secret, ConfigError> {
     match value {
+        // Secrets travel in HTTP headers and query strings: a newline or another control
+        // character was once sent as an empty header, silently.
+        Some(secret) if secret.expose().chars().any(char::is_control) => {
+            Err(ConfigError::Invalid {
+                name,
+                reason: "contains a control character (a newline?)".into(),
+            })
+        }
         Some(secret) if !secret.expose().trim().is_empty() => Ok(secret),
         _ => Err(ConfigError::Missing(name)),
     }
@@ -669,6 +754,35 @@ mod tests {
         assert!(
             err.to_string()
                 .starts_with("server.cors_allowed_origins is invalid")
+        );
+    }
+
+    #[test]
+    fn numbers_that_would_panic_or_switch_a_feature_off_are_refused_by_name() {
+        let refused = |tweak: fn(&mut RawSettings)| {
+            let mut raw = complete_raw();
+            tweak(&mut raw);
+            Settings::from_raw(raw).unwrap_err().to_string()
+        };
+        assert!(
+            refused(|r| r.cache.mosia_ttl_secs = 9_200_000_000_000_000_000)
+                .starts_with("cache.mosia_ttl_secs is invalid")
+        );
+        assert_eq!(
+            refused(|r| r.cache.max_bytes = 0),
+            "cache.max_bytes is invalid: must be between 1048576 and 68719476736; to turn the cache off set cache.enabled = false"
+        );
+        assert!(refused(|r| r.server.max_complexity = 0).starts_with("server.max_complexity"));
+        assert!(
+            refused(|r| r.upstream.retry_backoff_ms = u64::MAX)
+                .starts_with("upstream.retry_backoff_ms")
+        );
+        assert!(refused(|r| r.limits.request_timeout_ms = 1_000).starts_with(
+            "limits.request_timeout_ms is invalid: must be at least 5000 (at least upstream.timeout_ms)"
+        ));
+        assert_eq!(
+            refused(|r| r.mosia.token = Some(Secret::new("token\n"))),
+            "MOSIA_TOKEN is invalid: contains a control character (a newline?)"
         );
     }
 

@@ -144,14 +144,25 @@ mod tests {
 
     #[test]
     fn identifiers_cannot_move_the_url_path() {
-        for bad in [".", "..", "...", "a/b", "../protocols", "a\\b", "%2e%2e/x/.."] {
+        for bad in [
+            ".",
+            "..",
+            "...",
+            "a/b",
+            "../protocols",
+            "a\\b",
+            "%2e%2e/x/..",
+        ] {
             if bad.contains(['/', '\\']) || bad.chars().all(|c| c == '.') {
                 assert!(identifier("subscriberId", bad).is_err(), "{bad}");
             }
         }
         // Dots inside an identifier are not a path step.
         assert!(identifier("protocol", "1.2").is_ok());
-        assert!(identifier("protocol", "%2e%2e").is_ok(), "percent-encoded again on the way out");
+        assert!(
+            identifier("protocol", "%2e%2e").is_ok(),
+            "percent-encoded again on the way out"
+        );
     }
 
     #[test]

@@ -509,7 +509,9 @@ async fn identifiers_cannot_change_the_upstream_path() {
     let app = up.app().await;
 
     let response = app
-        .query(r#"{ beneficiary(subscriberId: "x?page=9#f") { authorizationProtocols { hasNext } } }"#)
+        .query(
+            r#"{ beneficiary(subscriberId: "x?page=9#f") { authorizationProtocols { hasNext } } }"#,
+        )
         .await;
 
     assert_eq!(
