@@ -235,7 +235,7 @@ try_gateway() {
     LISTEN_ADDR=127.0.0.1:$port \
         MOSIA_BASE_URL=$MOSIA_BASE_URL MOSIA_TOKEN=sandbox-mosia-token \
         TOTVS_BASE_URL=$TOTVS_BASE_URL TOTVS_USERNAME=sandbox TOTVS_PASSWORD=sandbox-password \
-        CONFIG_FILE=$TMP/$name.toml RUST_LOG=warn \
+        AUTH_DISABLED=true CONFIG_FILE=$TMP/$name.toml RUST_LOG=warn \
         "$BIN" serve >"$TMP/$name.log" 2>&1 &
     GW_PID=$!
     PIDS+=("$GW_PID")
