@@ -59,6 +59,7 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub csrf: CsrfSettings,
     pub rate_limit: RateLimitSettings,
+    pub persisted_queries: PersistedQueriesSettings,
 }
 
 #[derive(Clone, Debug)]
@@ -231,6 +232,29 @@ impl LimitsSettings {
     }
 }
 
+/// Persisted queries; the `[persisted_queries]` table of the config file.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PersistedQueriesSettings {
+    /// Apollo's automatic persisted queries (a hash instead of the document).
+    pub enabled: bool,
+    /// Bound of the registered documents, in bytes.
+    pub max_bytes: u64,
+    /// A manifest in Apollo's persisted-query manifest format: when set, only its operations
+    /// run (safelist mode), by id or by identical body.
+    pub safelist: Option<String>,
+}
+
+impl Default for PersistedQueriesSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_bytes: 16 * 1024 * 1024,
+            safelist: None,
+        }
+    }
+}
+
 /// How callers are authenticated; filled from `AUTH_*` settings.
 #[derive(Clone, Debug, Default)]
 pub struct AuthSettings {
@@ -307,6 +331,7 @@ struct RawSettings {
     auth: RawAuth,
     csrf: CsrfSettings,
     rate_limit: RateLimitSettings,
+    persisted_queries: PersistedQueriesSettings,
 }
 
 /// `AUTH_*`: who may call. Deploy-critical, so flat environment names.
@@ -414,6 +439,7 @@ impl Settings {
             auth: auth_settings(raw.auth)?,
             csrf: raw.csrf,
             rate_limit: raw.rate_limit,
+            persisted_queries: raw.persisted_queries,
         };
         settings.rate_limit.validate()?;
         settings.csrf.header_names()?;
@@ -483,7 +509,7 @@ impl Settings {
         const MIB: u64 = 1024 * 1024;
         let (u, c, s, l) = (&self.upstream, &self.cache, &self.server, &self.limits);
         let int = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
-        let checks: [(&'static str, u64, u64, u64, &str); 23] = [
+        let checks: [(&'static str, u64, u64, u64, &str); 24] = [
             ("upstream.timeout_ms", u.timeout_ms, 1, 120_000, ""),
             (
                 "upstream.max_concurrency",
@@ -586,6 +612,13 @@ impl Settings {
                 s.shutdown_grace_ms,
                 0,
                 600_000,
+                "",
+            ),
+            (
+                "persisted_queries.max_bytes",
+                self.persisted_queries.max_bytes,
+                1024,
+                1024 * MIB,
                 "",
             ),
             (

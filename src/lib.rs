@@ -31,4 +31,4 @@ pub mod ratelimit;
 pub mod sandbox;
 pub mod server;
 pub(crate) mod upstream;
-pub use graphql::sdl;
+pub use graphql::{persisted::sha256_hex as persisted_query_hash, sdl};

@@ -46,6 +46,8 @@ pub enum StartError {
     Client(#[from] reqwest::Error),
     #[error("{0}")]
     Config(#[from] crate::config::ConfigError),
+    #[error("{0}")]
+    Manifest(#[from] crate::graphql::persisted::ManifestError),
 }
 
 #[derive(Clone)]
@@ -71,7 +73,7 @@ impl Application {
         let upstreams = Arc::new(Upstreams::new(&settings, metrics.clone())?);
         let schema = graphql::build_schema(&settings.server, Some(upstreams.clone()));
         let state = AppState {
-            executor: Executor::new(schema, upstreams, &settings),
+            executor: Executor::new(schema, upstreams, &settings)?,
             metrics: metrics.clone(),
             graphiql: settings.server.introspection,
             graphiql_headers: settings.server.graphiql_headers.as_deref().map(Arc::from),

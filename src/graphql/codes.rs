@@ -30,6 +30,7 @@ pub const PARSE_FAILED: &str = "GRAPHQL_PARSE_FAILED";
 pub const VALIDATION_FAILED: &str = "GRAPHQL_VALIDATION_FAILED";
 pub const BAD_USER_INPUT: &str = "BAD_USER_INPUT";
 pub const INTERNAL: &str = "INTERNAL_SERVER_ERROR";
+pub const BAD_REQUEST: &str = "BAD_REQUEST";
 
 /// Gives `error` `code` unless it already has one.
 pub fn with_default_code(mut error: ServerError, code: &'static str) -> ServerError {

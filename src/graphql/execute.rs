@@ -15,6 +15,7 @@ use super::{
     AppSchema, codes, cost, identifiers,
     loaders::{Budget, RequestContext, Warning},
     order,
+    persisted::{ManifestError, PersistedQueries},
 };
 use crate::{
     auth::Caller,
@@ -29,6 +30,7 @@ pub struct Executor {
     upstreams: Arc<Upstreams>,
     max_concurrency: usize,
     limits: LimitsSettings,
+    persisted: Arc<PersistedQueries>,
 }
 
 /// How a request ended, for the HTTP layer to choose a status.
@@ -57,13 +59,18 @@ impl Executed {
 }
 
 impl Executor {
-    pub fn new(schema: AppSchema, upstreams: Arc<Upstreams>, settings: &Settings) -> Self {
-        Self {
+    pub fn new(
+        schema: AppSchema,
+        upstreams: Arc<Upstreams>,
+        settings: &Settings,
+    ) -> Result<Self, ManifestError> {
+        Ok(Self {
             schema,
             upstreams,
             max_concurrency: settings.upstream.max_concurrency,
             limits: settings.limits.clone(),
-        }
+            persisted: Arc::new(PersistedQueries::new(&settings.persisted_queries)?),
+        })
     }
 
     /// Runs `request`; `allow_mutation` is false for methods that must not change anything.
@@ -74,6 +81,9 @@ impl Executor {
         allow_mutation: bool,
     ) -> Executed {
         let deadline = Instant::now() + self.limits.request_timeout();
+        if let Err(err) = self.persisted.resolve(&mut request) {
+            return Executed::rejected(err);
+        }
         let document = match async_graphql::parser::parse_query(&request.query) {
             Ok(document) => document,
             Err(err) => {

@@ -9,6 +9,7 @@ pub(crate) mod identifiers;
 pub(crate) mod loaders;
 pub(crate) mod mutation;
 pub(crate) mod order;
+pub(crate) mod persisted;
 pub(crate) mod query;
 pub(crate) mod scalars;
 pub(crate) mod types;

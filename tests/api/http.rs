@@ -462,3 +462,36 @@ async fn an_identifier_sent_as_a_json_number_is_refused_as_bad_user_input() {
         "00011008000027010"
     );
 }
+
+#[tokio::test]
+async fn an_apollo_client_registers_a_persisted_query_once_then_sends_only_its_hash_over_get() {
+    let up = Upstreams::start().await;
+    up.mosia_documented(1).await;
+    let app = up.app().await;
+    let query = r#"{ beneficiary(uniqueKey: "13331584754") { latestProtocols { number } } }"#;
+    let hash = protocol_graph::persisted_query_hash(query);
+    let extensions = json!({ "persistedQuery": { "version": 1, "sha256Hash": hash } });
+
+    // Apollo Client first sends the hash alone...
+    let first = app.post(&json!({ "extensions": extensions })).await;
+    let first: Value = first.json().await.unwrap();
+    assert_eq!(codes(&first), ["PERSISTED_QUERY_NOT_FOUND"]);
+    assert_eq!(first["errors"][0]["message"], "PersistedQueryNotFound");
+    // ...then the document with it...
+    let second: Value = app
+        .post(&json!({ "query": query, "extensions": extensions }))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(second.get("errors").is_none(), "{second}");
+    // ...and from then on the hash alone, over GET, which a CDN can cache.
+    let encoded: String = url::form_urlencoded::byte_serialize(extensions.to_string().as_bytes()).collect();
+    let third: Value = app
+        .get(&format!("/graphql?extensions={encoded}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(third["data"], second["data"]);
+}
