@@ -23,15 +23,34 @@ struct Cli {
     command: Command,
 }
 
+const SERVE_ENVIRONMENT: &str = "\
+Environment (every missing one is named at start):
+  MOSIA_BASE_URL      Mosia's base URL, e.g. https://api.mosiaomnichannel.com.br
+  MOSIA_TOKEN         Mosia's client token
+  TOTVS_BASE_URL      the Protheus REST root, e.g. https://host:port/rest
+  TOTVS_USERNAME      TOTVS password-grant user
+  TOTVS_PASSWORD      TOTVS password-grant password
+  AUTH_JWT_SECRET     HS256 secret of callers' tokens (at least 32 bytes)
+  AUTH_JWKS_URL       RS256/ES256 keys of callers' tokens
+  AUTH_ISSUER         required `iss`, when set
+  AUTH_AUDIENCE       required `aud`, when set
+  AUTH_DISABLED       true: no token checks (behind an authenticating proxy only)
+  LISTEN_ADDR         where to listen [default: 127.0.0.1:8080]
+  CONFIG_FILE         optional TOML file of the other settings (README, Configuration)
+  RUST_LOG            log filter [default: info,tower_http=warn]
+
+No upstreams at hand? `protocol-graph sandbox` runs the gateway on fake ones.";
+
 #[derive(Subcommand)]
 enum Command {
     /// Serve the graph against the real upstreams named by the environment (see README).
+    #[command(after_help = SERVE_ENVIRONMENT)]
     Serve,
     /// Start fake Mosia and TOTVS upstreams in-process and serve the graph against them.
     Sandbox {
-        /// Where the gateway listens.
-        #[arg(long, default_value = "127.0.0.1:8080")]
-        listen: SocketAddr,
+        /// Where the gateway listens [default: LISTEN_ADDR, else 127.0.0.1:8080].
+        #[arg(long)]
+        listen: Option<SocketAddr>,
         /// Latency the fake upstreams add to every answer, in milliseconds.
         #[arg(long, default_value_t = 0)]
         latency_ms: u64,
@@ -45,6 +64,8 @@ enum Command {
     },
     /// Print the subgraph SDL (what `schema.graphql` holds).
     Schema,
+    /// Exit 0 when the gateway at LISTEN_ADDR answers /healthz (the Docker HEALTHCHECK).
+    Health,
     /// Start only the fake Mosia and TOTVS upstreams (no gateway), e.g. for the benchmark.
     ///
     /// Prints `MOSIA_BASE_URL=...` and `TOTVS_BASE_URL=...` on stdout, then runs until
@@ -67,9 +88,13 @@ enum Command {
 /// Parses the command line and runs the command.
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
-    if let Command::Schema = cli.command {
-        print!("{}", crate::sdl());
-        return ExitCode::SUCCESS;
+    match cli.command {
+        Command::Schema => {
+            print!("{}", crate::sdl());
+            return ExitCode::SUCCESS;
+        }
+        Command::Health => return health(),
+        _ => {}
     }
     init_tracing();
     let runtime = match tokio::runtime::Runtime::new() {
@@ -90,12 +115,36 @@ pub fn run() -> ExitCode {
                 mosia_port,
                 totvs_port,
             } => run_upstreams(Duration::from_millis(latency_ms), mosia_port, totvs_port).await,
-            Command::Schema => Ok(()),
+            Command::Schema | Command::Health => Ok(()),
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => fail(&message),
+    }
+}
+
+/// A plain HTTP/1.1 GET of `/healthz` on the configured address, with a short deadline: the
+/// slim runtime image has no curl.
+fn health() -> ExitCode {
+    use std::io::{Read, Write};
+
+    let addr = config::health_addr();
+    let probe = || -> std::io::Result<bool> {
+        let timeout = Duration::from_secs(2);
+        let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout)?;
+        stream.set_read_timeout(Some(timeout))?;
+        stream.set_write_timeout(Some(timeout))?;
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head)?;
+        Ok(head.starts_with(b"HTTP/1.1 200"))
+    };
+    match probe() {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => fail(&format!("{addr}/healthz did not answer 200")),
+        Err(err) => fail(&format!("{addr}/healthz: {err}")),
     }
 }
 
@@ -122,7 +171,7 @@ async fn serve() -> Result<(), String> {
 }
 
 async fn run_sandbox(
-    listen: SocketAddr,
+    listen: Option<SocketAddr>,
     latency: Duration,
     no_cache: bool,
     no_auth: bool,
@@ -133,16 +182,20 @@ async fn run_sandbox(
     })
     .await
     .map_err(|err| format!("cannot start the sandbox upstreams: {err}"))?;
-    let mut settings = Settings::for_upstreams(
+    let mut settings = Settings::for_sandbox(
         &upstreams.mosia_url(),
-        sandbox::MOSIA_TOKEN,
         &upstreams.totvs_url(),
-        sandbox::TOTVS_USERNAME,
-        sandbox::TOTVS_PASSWORD,
+        (
+            sandbox::MOSIA_TOKEN,
+            sandbox::TOTVS_USERNAME,
+            sandbox::TOTVS_PASSWORD,
+        ),
+        listen,
     )
     .map_err(|err| format!("configuration error: {err}"))?;
-    settings.listen_addr = listen;
-    settings.cache.enabled = !no_cache;
+    if no_cache {
+        settings.cache.enabled = false;
+    }
     let tokens = (!no_auth).then(|| sandbox_tokens(&mut settings));
     let app = Application::build(settings)
         .await

@@ -19,10 +19,22 @@ use url::Url;
 pub enum ConfigError {
     #[error("{0} is not set")]
     Missing(&'static str),
+    #[error(
+        "{} not set (to try the gateway without real upstreams: protocol-graph sandbox)",
+        list_missing(.0)
+    )]
+    MissingSeveral(Vec<&'static str>),
     #[error("{name} is invalid: {reason}")]
     Invalid { name: &'static str, reason: String },
     #[error("CONFIG_FILE {path}: {reason}")]
     File { path: String, reason: String },
+}
+
+fn list_missing(names: &[&str]) -> String {
+    match names {
+        [one] => format!("{one} is"),
+        names => format!("{} are", names.join(", ")),
+    }
 }
 
 /// A string that never appears in `Debug` output or logs.
@@ -316,6 +328,27 @@ impl Default for RateLimitSettings {
     }
 }
 
+/// Where `protocol-graph health` probes: `LISTEN_ADDR` (an unspecified address such as
+/// `0.0.0.0` means this host's loopback), else the default.
+pub fn health_addr() -> SocketAddr {
+    let mut addr: SocketAddr = std::env::var("LISTEN_ADDR")
+        .ok()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| {
+            DEFAULT_LISTEN_ADDR
+                .parse()
+                .expect("the default address parses")
+        });
+    if addr.ip().is_unspecified() {
+        addr.set_ip(if addr.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    addr
+}
+
 /// The shape of the figment: optional where the value is required but has no default, so that
 /// a missing one is reported by its environment name rather than by a serde path.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -360,6 +393,9 @@ struct RawTotvs {
     password: Option<Secret>,
 }
 
+/// The one variable the sandbox reads (beside `CONFIG_FILE`): where to listen.
+const SANDBOX_ENV_KEYS: [(&str, &str); 1] = [("LISTEN_ADDR", "listen_addr")];
+
 const ENV_KEYS: [(&str, &str); 11] = [
     ("AUTH_JWT_SECRET", "auth.jwt_secret"),
     ("AUTH_JWKS_URL", "auth.jwks_url"),
@@ -379,36 +415,7 @@ pub const DEFAULT_LISTEN_ADDR: &str = "127.0.0.1:8080";
 impl Settings {
     /// Reads `CONFIG_FILE` (when set) and the flat environment variables.
     pub fn from_env() -> Result<Self, ConfigError> {
-        let file = std::env::var_os("CONFIG_FILE").map(PathBuf::from);
-        let mut figment = Figment::from(Serialized::defaults(RawSettings::default()));
-        if let Some(path) = &file {
-            if !path.is_file() {
-                return Err(ConfigError::File {
-                    path: path.display().to_string(),
-                    reason: "no such file".into(),
-                });
-            }
-            figment = figment.merge(Toml::file_exact(path));
-        }
-        let names: Vec<&str> = ENV_KEYS.iter().map(|(env, _)| *env).collect();
-        figment = figment.merge(
-            Env::raw()
-                .only(&names)
-                .map(|name| {
-                    ENV_KEYS
-                        .iter()
-                        .find(|(env, _)| name == *env)
-                        .map_or_else(|| name.into(), |(_, key)| (*key).into())
-                })
-                .split("."),
-        );
-        let raw: RawSettings = figment.extract().map_err(|err| ConfigError::File {
-            path: file
-                .as_ref()
-                .map_or_else(|| "(environment)".into(), |p| p.display().to_string()),
-            reason: err.to_string().replace('\n', " "),
-        })?;
-        Self::from_raw(raw)
+        Self::from_raw(read_figment(RawSettings::default(), &ENV_KEYS)?)
     }
 
     fn from_raw(raw: RawSettings) -> Result<Self, ConfigError> {
@@ -421,6 +428,70 @@ impl Settings {
                 name: "LISTEN_ADDR",
                 reason: "expected an address like 0.0.0.0:8080".into(),
             })?;
+        // Every missing deploy-critical setting at once: one run of `serve` tells a newcomer
+        // all that is needed, not one variable per try.
+        let auth_missing = !raw
+            .auth
+            .disabled
+            .as_deref()
+            .is_some_and(|d| d.trim() == "true" || d.trim() == "1")
+            && raw
+                .auth
+                .jwt_secret
+                .as_ref()
+                .is_none_or(|s| s.expose().is_empty())
+            && raw
+                .auth
+                .jwks_url
+                .as_deref()
+                .is_none_or(|u| u.trim().is_empty());
+        let missing: Vec<&'static str> = [
+            (
+                "MOSIA_BASE_URL",
+                raw.mosia
+                    .base_url
+                    .as_deref()
+                    .is_none_or(|v| v.trim().is_empty()),
+            ),
+            (
+                "MOSIA_TOKEN",
+                raw.mosia
+                    .token
+                    .as_ref()
+                    .is_none_or(|v| v.expose().trim().is_empty()),
+            ),
+            (
+                "TOTVS_BASE_URL",
+                raw.totvs
+                    .base_url
+                    .as_deref()
+                    .is_none_or(|v| v.trim().is_empty()),
+            ),
+            (
+                "TOTVS_USERNAME",
+                raw.totvs
+                    .username
+                    .as_ref()
+                    .is_none_or(|v| v.expose().trim().is_empty()),
+            ),
+            (
+                "TOTVS_PASSWORD",
+                raw.totvs
+                    .password
+                    .as_ref()
+                    .is_none_or(|v| v.expose().trim().is_empty()),
+            ),
+            (
+                "AUTH_JWT_SECRET or AUTH_JWKS_URL (or AUTH_DISABLED=true)",
+                auth_missing,
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(name, missing)| missing.then_some(name))
+        .collect();
+        if missing.len() > 1 {
+            return Err(ConfigError::MissingSeveral(missing));
+        }
         let settings = Self {
             listen_addr,
             mosia: MosiaSettings {
@@ -475,7 +546,45 @@ impl Settings {
         totvs_username: &str,
         totvs_password: &str,
     ) -> Result<Self, ConfigError> {
-        Self::from_raw(RawSettings {
+        Self::from_raw(Self::raw_for_upstreams(
+            mosia_url,
+            mosia_token,
+            totvs_url,
+            totvs_username,
+            totvs_password,
+        ))
+    }
+
+    /// The sandbox's settings: those of [`Self::for_upstreams`] with any browser origin allowed
+    /// (a frontend dev server on another port calls it), then `CONFIG_FILE` when set (so the
+    /// sandbox can be tuned like `serve`), then `LISTEN_ADDR` when set (the Docker image sets
+    /// `0.0.0.0:8080`). `listen` from the command line wins over all.
+    pub fn for_sandbox(
+        mosia_url: &str,
+        totvs_url: &str,
+        credentials: (&str, &str, &str),
+        listen: Option<SocketAddr>,
+    ) -> Result<Self, ConfigError> {
+        let (mosia_token, username, password) = credentials;
+        let mut defaults =
+            Self::raw_for_upstreams(mosia_url, mosia_token, totvs_url, username, password);
+        defaults.listen_addr = Some(DEFAULT_LISTEN_ADDR.into());
+        defaults.server.cors_allowed_origins = vec!["*".into()];
+        let mut raw = read_figment(defaults, &SANDBOX_ENV_KEYS)?;
+        if let Some(listen) = listen {
+            raw.listen_addr = Some(listen.to_string());
+        }
+        Self::from_raw(raw)
+    }
+
+    fn raw_for_upstreams(
+        mosia_url: &str,
+        mosia_token: &str,
+        totvs_url: &str,
+        totvs_username: &str,
+        totvs_password: &str,
+    ) -> RawSettings {
+        RawSettings {
             listen_addr: Some("127.0.0.1:0".into()),
             mosia: RawMosia {
                 base_url: Some(mosia_url.into()),
@@ -498,7 +607,7 @@ impl Settings {
                 ..RawAuth::default()
             },
             ..RawSettings::default()
-        })
+        }
     }
 
     /// Every number in range, or one error naming the first setting that is not: no value can
@@ -656,6 +765,44 @@ impl Settings {
         }
         Ok(())
     }
+}
+
+/// `defaults`, then the TOML file named by `CONFIG_FILE`, then the flat environment variables of
+/// `env_keys`.
+fn read_figment(
+    defaults: RawSettings,
+    env_keys: &'static [(&'static str, &'static str)],
+) -> Result<RawSettings, ConfigError> {
+    let file = std::env::var_os("CONFIG_FILE").map(PathBuf::from);
+    let mut figment = Figment::from(Serialized::defaults(defaults));
+    if let Some(path) = &file {
+        if !path.is_file() {
+            return Err(ConfigError::File {
+                path: path.display().to_string(),
+                reason: "no such file".into(),
+            });
+        }
+        figment = figment.merge(Toml::file_exact(path));
+    }
+    let names: Vec<&str> = env_keys.iter().map(|(env, _)| *env).collect();
+    figment = figment.merge(
+        Env::raw()
+            .only(&names)
+            .map(|name| {
+                env_keys
+                    .iter()
+                    .find(|(env, _)| name == *env)
+                    .map_or_else(|| name.into(), |(_, key)| (*key).into())
+            })
+            .split("."),
+    );
+    let raw: RawSettings = figment.extract().map_err(|err| ConfigError::File {
+        path: file
+            .as_ref()
+            .map_or_else(|| "(environment)".into(), |p| p.display().to_string()),
+        reason: err.to_string().replace('\n', " "),
+    })?;
+    Ok(raw)
 }
 
 fn auth_settings(raw: RawAuth) -> Result<AuthSettings, ConfigError> {
@@ -816,6 +963,19 @@ mod tests {
         assert_eq!(
             refused(|r| r.mosia.token = Some(Secret::new("token\n"))),
             "MOSIA_TOKEN is invalid: contains a control character (a newline?)"
+        );
+    }
+
+    #[test]
+    fn every_missing_setting_is_named_at_once_with_a_pointer_to_the_sandbox() {
+        let err = Settings::from_raw(RawSettings::default())
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "MOSIA_BASE_URL, MOSIA_TOKEN, TOTVS_BASE_URL, TOTVS_USERNAME, TOTVS_PASSWORD, \
+             AUTH_JWT_SECRET or AUTH_JWKS_URL (or AUTH_DISABLED=true) are not set \
+             (to try the gateway without real upstreams: protocol-graph sandbox)"
         );
     }
 

@@ -206,7 +206,7 @@ fn schema_graphql_is_the_generated_sdl() {
 }
 
 #[test]
-fn serve_without_configuration_names_the_missing_setting() {
+fn serve_without_configuration_names_every_missing_setting_and_the_sandbox() {
     let output = Command::new(env!("CARGO_BIN_EXE_protocol-graph"))
         .arg("serve")
         .env_clear()
@@ -218,7 +218,9 @@ fn serve_without_configuration_names_the_missing_setting() {
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert_eq!(
         stderr.trim(),
-        "protocol-graph: configuration error: MOSIA_TOKEN is not set"
+        "protocol-graph: configuration error: MOSIA_TOKEN, TOTVS_BASE_URL, TOTVS_USERNAME, \
+         TOTVS_PASSWORD, AUTH_JWT_SECRET or AUTH_JWKS_URL (or AUTH_DISABLED=true) are not set \
+         (to try the gateway without real upstreams: protocol-graph sandbox)"
     );
 }
 
@@ -486,7 +488,8 @@ async fn an_apollo_client_registers_a_persisted_query_once_then_sends_only_its_h
         .unwrap();
     assert!(second.get("errors").is_none(), "{second}");
     // ...and from then on the hash alone, over GET, which a CDN can cache.
-    let encoded: String = url::form_urlencoded::byte_serialize(extensions.to_string().as_bytes()).collect();
+    let encoded: String =
+        url::form_urlencoded::byte_serialize(extensions.to_string().as_bytes()).collect();
     let third: Value = app
         .get(&format!("/graphql?extensions={encoded}"))
         .await
@@ -494,4 +497,50 @@ async fn an_apollo_client_registers_a_persisted_query_once_then_sends_only_its_h
         .await
         .unwrap();
     assert_eq!(third["data"], second["data"]);
+}
+
+#[tokio::test]
+async fn the_health_command_probes_the_gateway_at_listen_addr() {
+    let up = Upstreams::start().await;
+    let app = up.app().await;
+    let addr = app.address.trim_start_matches("http://").to_owned();
+    let probe = |addr: String| {
+        Command::new(env!("CARGO_BIN_EXE_protocol-graph"))
+            .arg("health")
+            .env_clear()
+            .env("LISTEN_ADDR", addr)
+            .output()
+            .unwrap()
+    };
+    let up_answer = tokio::task::spawn_blocking(move || probe(addr))
+        .await
+        .unwrap();
+    assert!(up_answer.status.success(), "{up_answer:?}");
+
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed_addr = closed.local_addr().unwrap().to_string();
+    drop(closed);
+    let down = tokio::task::spawn_blocking(move || probe(closed_addr))
+        .await
+        .unwrap();
+    assert_eq!(down.status.code(), Some(2));
+}
+
+#[test]
+fn serve_help_lists_the_environment() {
+    let output = Command::new(env!("CARGO_BIN_EXE_protocol-graph"))
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8(output.stdout).unwrap();
+    for variable in [
+        "MOSIA_BASE_URL",
+        "TOTVS_PASSWORD",
+        "AUTH_JWT_SECRET",
+        "AUTH_DISABLED",
+        "CONFIG_FILE",
+        "sandbox",
+    ] {
+        assert!(help.contains(variable), "{variable} missing from:\n{help}");
+    }
 }
