@@ -184,10 +184,14 @@ fn graphiql_page(headers: Option<&str>) -> String {
     match headers {
         // A JSON string literal is a valid JavaScript string literal.
         Some(headers) => page.replace(
-            "defaultEditorToolsVisibility: true",
+            "const defaultHeaders = undefined;",
+            // A JSON string is a JavaScript string literal; `<` escaped so that no value can
+            // close the script element.
             &format!(
-                "defaultEditorToolsVisibility: true, defaultHeaders: {}",
+                "const defaultHeaders = {};",
                 serde_json::Value::from(headers)
+                    .to_string()
+                    .replace('<', "\\u003c")
             ),
         ),
         None => page.to_owned(),

@@ -544,3 +544,31 @@ fn serve_help_lists_the_environment() {
         assert!(help.contains(variable), "{variable} missing from:\n{help}");
     }
 }
+
+#[tokio::test]
+async fn graphiql_opens_with_the_configured_headers_in_every_example_tab() {
+    let up = Upstreams::start().await;
+    let app = up
+        .app_with(|settings| {
+            settings.server.graphiql_headers =
+                Some(r#"{"Authorization":"Bearer abc</script><script>alert(1)"}"#.into());
+        })
+        .await;
+    let page = app
+        .client
+        .get(format!("{}/graphql", app.address))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains(r#"const defaultHeaders = "{\"Authorization\":\"Bearer abc\u003c/script>"#),
+        "{page}"
+    );
+    assert!(!page.contains("</script><script>alert"));
+    assert!(page.contains("headers: defaultHeaders"));
+    assert!(page.contains("rel=\"icon\""));
+}
