@@ -486,7 +486,8 @@ async fn an_apollo_client_registers_a_persisted_query_once_then_sends_only_its_h
         .unwrap();
     assert!(second.get("errors").is_none(), "{second}");
     // ...and from then on the hash alone, over GET, which a CDN can cache.
-    let encoded: String = url::form_urlencoded::byte_serialize(extensions.to_string().as_bytes()).collect();
+    let encoded: String =
+        url::form_urlencoded::byte_serialize(extensions.to_string().as_bytes()).collect();
     let third: Value = app
         .get(&format!("/graphql?extensions={encoded}"))
         .await
