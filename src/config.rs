@@ -375,7 +375,31 @@ struct RawAuth {
     jwks_url: Option<String>,
     issuer: Option<String>,
     audience: Option<String>,
+    #[serde(deserialize_with = "text_or_scalar")]
     disabled: Option<String>,
+}
+
+/// A setting read as text whatever its spelling: figment's environment provider turns
+/// `AUTH_DISABLED=true` into a bool and `=1` into a number before serde sees it.
+fn text_or_scalar<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Scalar {
+        Text(String),
+        Flag(bool),
+        Signed(i64),
+        Unsigned(u64),
+    }
+    Ok(
+        Option::<Scalar>::deserialize(deserializer)?.map(|scalar| match scalar {
+            Scalar::Text(text) => text,
+            Scalar::Flag(flag) => flag.to_string(),
+            Scalar::Signed(n) => n.to_string(),
+            Scalar::Unsigned(n) => n.to_string(),
+        }),
+    )
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -889,6 +913,25 @@ pub fn log_filter() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn auth_disabled_reads_as_the_environment_provider_types_it() {
+        let disabled = |value: figment::value::Value| {
+            let raw: RawSettings = Figment::from(Serialized::defaults(complete_raw()))
+                .merge(("auth.disabled", value))
+                .extract()
+                .unwrap();
+            auth_settings(raw.auth).map(|auth| auth.disabled)
+        };
+        assert!(disabled(true.into()).unwrap());
+        assert!(disabled(1u8.into()).unwrap());
+        assert!(disabled("true".into()).unwrap());
+        // Not disabled, and no key configured: refused for want of one.
+        let enabled = disabled(false.into()).unwrap_err().to_string();
+        assert!(enabled.contains("AUTH_JWT_SECRET"), "{enabled}");
+        let unreadable = disabled("maybe".into()).unwrap_err().to_string();
+        assert!(unreadable.starts_with("AUTH_DISABLED"), "{unreadable}");
+    }
 
     /// Every required setting present, every other one at its default.
     fn complete_raw() -> RawSettings {

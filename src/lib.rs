@@ -6,6 +6,9 @@
 //! - [`config`]: the typed settings; the only module that reads the environment.
 //! - [`server`]: the axum app (`/graphql` GET and POST, GraphiQL, `/healthz`, `/readyz`,
 //!   `/metrics`, CORS), built by [`server::Application::build`] for `main` and the tests alike.
+//! - `media`, `params`: GraphQL over HTTP: the media type of the answer (`Accept`), the JSON
+//!   body a POST must be, and the request parameters checked before anything runs.
+//! - `graphiql`: the GraphiQL page and its vendored files.
 //! - `connections`: the accept loop under the server: request-head and idle deadlines, the
 //!   connection cap, and a graceful shutdown bounded by a grace period.
 //! - `graphql`: the schema, per-request DataLoaders and the driver that runs their batches,
@@ -24,9 +27,12 @@ pub mod config;
 pub(crate) mod connections;
 pub mod csrf;
 pub(crate) mod gate;
+pub(crate) mod graphiql;
 pub(crate) mod graphql;
+pub(crate) mod media;
 pub mod metrics;
 pub(crate) mod model;
+pub(crate) mod params;
 pub mod ratelimit;
 pub mod sandbox;
 pub mod server;

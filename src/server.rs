@@ -3,12 +3,12 @@
 
 use std::{future::Future, net::SocketAddr, sync::Arc};
 
-use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
 use axum::{
-    Extension, Json, Router,
+    Extension, Router,
     extract::{Path, Request, State},
     http::{HeaderValue, Method, StatusCode, header},
-    response::{Html, IntoResponse, Redirect, Response},
+    middleware::Next,
+    response::{IntoResponse, Redirect, Response},
     routing::get,
 };
 use tokio::net::TcpListener;
@@ -24,11 +24,14 @@ use crate::{
     config::Settings,
     connections::{self, Limits},
     gate::{self, Gate},
+    graphiql::{self, GraphiQL},
     graphql::{
         self,
         execute::{Executor, Outcome},
     },
+    media::{self, MediaType},
     metrics::Metrics,
+    params::{self, BadParams},
     upstream::Upstreams,
 };
 
@@ -54,8 +57,7 @@ pub enum StartError {
 struct AppState {
     executor: Executor,
     metrics: Arc<Metrics>,
-    graphiql: bool,
-    graphiql_headers: Option<Arc<str>>,
+    graphiql: GraphiQL,
 }
 
 /// A bound, not yet serving, gateway.
@@ -75,8 +77,10 @@ impl Application {
         let state = AppState {
             executor: Executor::new(schema, upstreams, &settings)?,
             metrics: metrics.clone(),
-            graphiql: settings.server.introspection,
-            graphiql_headers: settings.server.graphiql_headers.as_deref().map(Arc::from),
+            graphiql: GraphiQL::new(
+                settings.server.introspection,
+                settings.server.graphiql_headers.as_deref(),
+            ),
         };
         let gate = Arc::new(Gate::new(&settings, reqwest::Client::builder().build()?)?);
         gate.warm_up().await;
@@ -93,7 +97,7 @@ impl Application {
             .fallback(not_found)
             .with_state(state)
             .layer(RequestBodyLimitLayer::new(settings.server.max_body_bytes))
-            .layer(axum::middleware::map_response(too_large_as_graphql))
+            .layer(axum::middleware::from_fn(too_large_as_graphql))
             .layer(cors(&settings.server.cors_allowed_origins))
             .layer(CatchPanicLayer::custom(|_| internal_error()))
             .layer(TraceLayer::new_for_http());
@@ -134,9 +138,40 @@ impl Application {
 async fn graphql_post(
     State(state): State<AppState>,
     Extension(caller): Extension<Arc<Caller>>,
-    request: GraphQLRequest<GraphQLRequestRejection>,
+    request: Request,
 ) -> Response {
-    execute(&state, caller, request.into_inner(), true).await
+    let Some(media) = media::negotiate(request.headers()) else {
+        return not_acceptable();
+    };
+    // The CSRF check before this let only preflighted requests through; of those, only JSON
+    // is a GraphQL request.
+    if !media::is_json_body(request.headers()) {
+        return request_error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            media,
+            "UNSUPPORTED_MEDIA_TYPE",
+            "send the request as Content-Type: application/json",
+        );
+    }
+    // The body limit layer bounds what this buffers.
+    let body = match axum::body::to_bytes(request.into_body(), usize::MAX).await {
+        Ok(body) => body,
+        Err(err) if is_length_limit(&err) => return too_large(media),
+        Err(_) => {
+            return request_error(
+                StatusCode::BAD_REQUEST,
+                media,
+                "BAD_REQUEST",
+                "the request body could not be read",
+            );
+        }
+    };
+    match params::from_json_body(&body) {
+        Ok(request) => execute(&state, caller, request, true, media).await,
+        Err(BadParams(message)) => {
+            request_error(StatusCode::BAD_REQUEST, media, "BAD_REQUEST", &message)
+        }
+    }
 }
 
 /// GET serves GraphiQL to a browser, and runs queries (never mutations) from the query string.
@@ -145,29 +180,25 @@ async fn graphql_get(
     caller: Option<Extension<Arc<Caller>>>,
     request: Request,
 ) -> Response {
-    let wants_html = request
-        .headers()
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|accept| accept.contains("text/html"));
-    let has_query = request
-        .uri()
-        .query()
-        .is_some_and(|q| q.split('&').any(|pair| pair.starts_with("query=")));
-    if wants_html && !has_query {
-        if !state.graphiql {
-            return not_found().await.into_response();
-        }
-        return Html(graphiql_page(state.graphiql_headers.as_deref())).into_response();
+    if graphiql::is_page_request(&request) {
+        return match state.graphiql.page() {
+            Some(page) => page,
+            None => not_found().await.into_response(),
+        };
     }
-    let query = request.uri().query().unwrap_or_default();
-    let request = match async_graphql::http::parse_query_string(query) {
+    let Some(media) = media::negotiate(request.headers()) else {
+        return not_acceptable();
+    };
+    let request = match params::from_query_string(request.uri().query().unwrap_or_default()) {
         Ok(request) => request,
-        Err(_) => {
-            return graphql_error(
+        Err(BadParams(message)) => {
+            return request_error(
                 StatusCode::BAD_REQUEST,
+                media,
                 "BAD_REQUEST",
-                "a GET request needs a `query` parameter (and optionally `variables` as JSON and `operationName`)",
+                &format!(
+                    "{message} (a GET carries `query`, and optionally `operationName` and `variables` as JSON, in its query string)"
+                ),
             );
         }
     };
@@ -175,90 +206,77 @@ async fn graphql_get(
     let Some(Extension(caller)) = caller else {
         return not_found().await.into_response();
     };
-    execute(&state, caller, request, false).await
+    execute(&state, caller, request, false, media).await
 }
 
-/// The GraphiQL page, opening with `headers` (a JSON object as text) in its Headers tab.
-fn graphiql_page(headers: Option<&str>) -> String {
-    let page = include_str!("../assets/graphiql/index.html");
-    match headers {
-        // A JSON string literal is a valid JavaScript string literal.
-        Some(headers) => page.replace(
-            "const defaultHeaders = undefined;",
-            // A JSON string is a JavaScript string literal; `<` escaped so that no value can
-            // close the script element.
-            &format!(
-                "const defaultHeaders = {};",
-                serde_json::Value::from(headers)
-                    .to_string()
-                    .replace('<', "\\u003c")
-            ),
-        ),
-        None => page.to_owned(),
-    }
-}
-
-/// GraphiQL's scripts and styles, vendored so the page works without internet access.
 async fn graphiql_asset(State(state): State<AppState>, Path(file): Path<String>) -> Response {
-    let (body, content_type): (&'static [u8], &str) = match file.as_str() {
-        "graphiql.min.js" => (
-            include_bytes!("../assets/graphiql/graphiql.min.js"),
-            "text/javascript",
-        ),
-        "graphiql.min.css" => (
-            include_bytes!("../assets/graphiql/graphiql.min.css"),
-            "text/css",
-        ),
-        "react.production.min.js" => (
-            include_bytes!("../assets/graphiql/react.production.min.js"),
-            "text/javascript",
-        ),
-        "react-dom.production.min.js" => (
-            include_bytes!("../assets/graphiql/react-dom.production.min.js"),
-            "text/javascript",
-        ),
-        _ => return not_found().await.into_response(),
-    };
-    if !state.graphiql {
-        return not_found().await.into_response();
+    match state.graphiql.asset(&file) {
+        Some(asset) => asset,
+        None => not_found().await.into_response(),
     }
-    (
-        [
-            (header::CONTENT_TYPE, content_type),
-            (header::CACHE_CONTROL, "public, max-age=86400"),
-        ],
-        body,
-    )
-        .into_response()
 }
 
-/// Runs `request` and answers it as GraphQL over HTTP.
+/// Runs `request` and answers it in `media`.
 async fn execute(
     state: &AppState,
     caller: Arc<Caller>,
     request: async_graphql::Request,
     allow_mutation: bool,
+    media: MediaType,
 ) -> Response {
     let executed = state
         .executor
         .execute(caller, request, allow_mutation)
         .await;
+    let response = executed.response;
     match executed.outcome {
+        Outcome::Executed => {
+            let body = serde_json::to_vec(&response).unwrap_or_else(|_| internal_error_body());
+            let mut answer = body_in(StatusCode::OK, media, body);
+            answer.headers_mut().extend(response.http_headers);
+            answer
+        }
+        Outcome::Rejected => {
+            // Only the new media type may tell a request error by its status; legacy JSON
+            // clients read any status but 200 as a transport failure.
+            let status = match media {
+                MediaType::GraphQLResponseJson => StatusCode::BAD_REQUEST,
+                MediaType::Json => StatusCode::OK,
+            };
+            body_in(status, media, request_errors_body(&response))
+        }
         Outcome::MutationNotAllowed => {
-            let mut response = (
+            let mut answer = body_in(
                 StatusCode::METHOD_NOT_ALLOWED,
-                GraphQLResponse::from(executed.response),
-            )
-                .into_response();
-            response
+                media,
+                request_errors_body(&response),
+            );
+            answer
                 .headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static("POST"));
-            response
-        }
-        Outcome::Executed | Outcome::Rejected => {
-            GraphQLResponse::from(executed.response).into_response()
+            answer
         }
     }
+}
+
+/// The body of a request that never ran: its errors and no `data` entry at all, which is how
+/// GraphQL tells a request error from an execution that produced `null`.
+fn request_errors_body(response: &async_graphql::Response) -> Vec<u8> {
+    #[derive(serde::Serialize)]
+    struct RequestErrors<'a> {
+        errors: &'a [async_graphql::ServerError],
+        #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+        extensions: &'a std::collections::BTreeMap<String, async_graphql::Value>,
+    }
+    serde_json::to_vec(&RequestErrors {
+        errors: &response.errors,
+        extensions: &response.extensions,
+    })
+    .unwrap_or_else(|_| internal_error_body())
+}
+
+fn body_in(status: StatusCode, media: MediaType, body: Vec<u8>) -> Response {
+    (status, [(header::CONTENT_TYPE, media.content_type())], body).into_response()
 }
 
 /// CORS for the configured browser origins; none configured, no CORS headers at all.
@@ -291,74 +309,75 @@ async fn not_found() -> impl IntoResponse {
 }
 
 fn internal_error() -> Response {
-    graphql_error(
+    body_in(
         StatusCode::INTERNAL_SERVER_ERROR,
-        "INTERNAL_SERVER_ERROR",
-        "internal error",
+        MediaType::Json,
+        internal_error_body(),
     )
 }
 
-fn graphql_error(status: StatusCode, code: &str, message: &str) -> Response {
-    let body = serde_json::json!({
-        "errors": [{ "message": message, "extensions": { "code": code } }]
-    });
-    (status, Json(body)).into_response()
+fn internal_error_body() -> Vec<u8> {
+    error_body("INTERNAL_SERVER_ERROR", "internal error")
 }
 
-fn too_large() -> Response {
-    graphql_error(
+fn error_body(code: &str, message: &str) -> Vec<u8> {
+    serde_json::json!({
+        "errors": [{ "message": message, "extensions": { "code": code } }]
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// An answer to a request the gateway will not run: one error with a code, no `data`.
+fn request_error(status: StatusCode, media: MediaType, code: &str, message: &str) -> Response {
+    body_in(status, media, error_body(code, message))
+}
+
+/// Neither of the types the client accepts is one the gateway writes: the error is written in
+/// `application/json`, as the spec has servers do when they answer anyway.
+fn not_acceptable() -> Response {
+    request_error(
+        StatusCode::NOT_ACCEPTABLE,
+        MediaType::Json,
+        "NOT_ACCEPTABLE",
+        "the gateway answers in application/graphql-response+json or application/json: accept one of them",
+    )
+}
+
+fn too_large(media: MediaType) -> Response {
+    request_error(
         StatusCode::PAYLOAD_TOO_LARGE,
+        media,
         "PAYLOAD_TOO_LARGE",
         "the request body is too large",
     )
 }
 
-/// Whether reading the body failed on the body limit. The extractor flattens the body error
-/// into an `io::Error` message, so its text is all there is to go by.
-fn is_length_limit(err: &std::io::Error) -> bool {
-    err.to_string().contains("length limit exceeded")
+/// Whether reading the body failed on the body limit. The limit's error arrives wrapped in
+/// axum's, so its text along the chain of sources is all there is to go by.
+fn is_length_limit(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(err);
+    while let Some(err) = cause {
+        if err.to_string().contains("length limit exceeded") {
+            return true;
+        }
+        cause = err.source();
+    }
+    false
 }
 
-/// The body limit answers 413 in plain text before any handler runs; answer it as GraphQL.
-async fn too_large_as_graphql(response: Response) -> Response {
-    if response.status() == StatusCode::PAYLOAD_TOO_LARGE
-        && response
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .is_none_or(|ct| ct != "application/json")
-    {
-        return too_large();
+/// The body limit answers a declared length over the limit with a plain-text 413 before any
+/// handler runs; answer it as GraphQL, in the type the client accepts.
+async fn too_large_as_graphql(request: Request, next: Next) -> Response {
+    let media = media::negotiate(request.headers()).unwrap_or(MediaType::Json);
+    let response = next.run(request).await;
+    let is_plain = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|ct| ct.to_str().ok())
+        .is_none_or(|ct| !ct.contains("json"));
+    if response.status() == StatusCode::PAYLOAD_TOO_LARGE && is_plain {
+        return too_large(media);
     }
     response
-}
-
-/// A request body that is not a GraphQL request, answered as a GraphQL error instead of the
-/// extractor's debug text.
-pub struct GraphQLRequestRejection(async_graphql::ParseRequestError);
-
-impl From<async_graphql::ParseRequestError> for GraphQLRequestRejection {
-    fn from(err: async_graphql::ParseRequestError) -> Self {
-        Self(err)
-    }
-}
-
-impl IntoResponse for GraphQLRequestRejection {
-    fn into_response(self) -> Response {
-        use async_graphql::ParseRequestError as E;
-        match self.0 {
-            E::PayloadTooLarge => too_large(),
-            // A chunked body over the limit fails while it is read.
-            E::Io(err) if is_length_limit(&err) => too_large(),
-            E::UnsupportedBatch => graphql_error(
-                StatusCode::BAD_REQUEST,
-                "BAD_REQUEST",
-                "batched requests are not supported; send one operation per request",
-            ),
-            _ => graphql_error(
-                StatusCode::BAD_REQUEST,
-                "BAD_REQUEST",
-                "the body is not a GraphQL request: send JSON {\"query\": ..., \"variables\": {...}}",
-            ),
-        }
-    }
 }

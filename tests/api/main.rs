@@ -3,6 +3,7 @@
 
 mod access;
 mod batching;
+mod conformance;
 mod connections;
 mod errors;
 mod helpers;
