@@ -23,7 +23,7 @@ use crate::{
         InteractionQuery, ProtocolQuery, ServiceProtocol,
     },
 };
-pub(crate) use cache::{Fetched, ResponseCache};
+pub(crate) use cache::{Fetched, ResponseCache, Source};
 use cache::{MutationGuard, MutationInput, MutationKey};
 pub(crate) use error::{Fault, UpstreamError, UpstreamErrorKind};
 pub(crate) use mosia::newest_of;
@@ -44,6 +44,26 @@ impl Upstreams {
             cache: ResponseCache::new(&settings.cache, metrics.clone()),
             mutations: MutationGuard::new(&settings.cache, metrics),
         })
+    }
+
+    /// As [`Self::new`], with the cache on `clock`.
+    #[cfg(test)]
+    pub(crate) fn with_clock(
+        settings: &Settings,
+        metrics: Arc<Metrics>,
+        clock: clock::Clock,
+    ) -> Result<Self, reqwest::Error> {
+        Ok(Self {
+            mosia: mosia::MosiaClient::new(settings, metrics.clone())?,
+            totvs: totvs::TotvsClient::new(settings, metrics.clone())?,
+            cache: ResponseCache::with_clock(&settings.cache, metrics.clone(), clock),
+            mutations: MutationGuard::new(&settings.cache, metrics),
+        })
+    }
+
+    /// How much longer the cached answer `source` names stays fresh and current, if it does.
+    pub(crate) async fn freshness_left(&self, source: &Source) -> Option<std::time::Duration> {
+        self.cache.freshness_left(source).await
     }
 
     /// Mosia's newest `limit` service protocols of a beneficiary.

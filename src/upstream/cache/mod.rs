@@ -11,6 +11,7 @@
 //! at read time by it; moka's own expiry uses the same TTLs but only frees memory.
 
 mod mutation;
+mod source;
 #[cfg(test)]
 mod tests;
 
@@ -39,6 +40,7 @@ use crate::{
     },
 };
 pub(crate) use mutation::{MutationGuard, MutationInput, MutationKey};
+pub(crate) use source::Source;
 
 /// A decoded upstream answer and the size of the body it came from (the cache's weight).
 pub(crate) struct Decoded<T> {
@@ -51,6 +53,9 @@ pub(crate) struct Decoded<T> {
 pub struct Fetched<T> {
     pub value: Arc<T>,
     pub stale_for: Option<Duration>,
+    /// The fresh cache entry the value came from; `None` when it came from anywhere else (the
+    /// cache is off, a stale copy, an answer too big to keep).
+    pub(crate) source: Option<Source>,
 }
 
 impl<T> Clone for Fetched<T> {
@@ -58,6 +63,7 @@ impl<T> Clone for Fetched<T> {
         Self {
             value: self.value.clone(),
             stale_for: self.stale_for,
+            source: self.source.clone(),
         }
     }
 }
@@ -236,11 +242,12 @@ impl ResponseCache {
             return Ok(Fetched {
                 value: Arc::new(decoded.value),
                 stale_for: None,
+                source: None,
             });
         }
         if let Some(entry) = self.current(&key).await {
             self.metrics.cache_hit();
-            return answer(&entry);
+            return answer(&key, &entry);
         }
         let mut result = self.fetch_coalesced(&key, &fetch).await;
         // A read that joined a fetch started before a mutation it must see: read once more.
@@ -258,15 +265,18 @@ impl ResponseCache {
                     // moka would evict it at its next housekeeping; an answer bigger than the
                     // whole budget is not worth keeping even that long.
                     self.fresh.invalidate(&key).await;
-                    return answer(&entry);
+                    return answer(&key, &entry).map(|fetched| Fetched {
+                        source: None,
+                        ..fetched
+                    });
                 }
                 if ran
                     && !matches!(entry.value, Value::NotFound(_))
                     && let Some(stale) = &self.stale
                 {
-                    stale.insert(key, entry.clone()).await;
+                    stale.insert(key.clone(), entry.clone()).await;
                 }
-                answer(&entry)
+                answer(&key, &entry)
             }
             Err(err) => {
                 if err.is_outage()
@@ -311,27 +321,30 @@ impl ResponseCache {
             limit,
         };
         for cached_limit in limit..=mosia::MAX_LIMIT {
-            if let Some(cached) = self.get_fresh(&key(cached_limit)).await
+            let key = key(cached_limit);
+            if let Some((cached, started)) = self.get_fresh(&key).await
                 && let Some(value) = mosia::newest_of(&cached, cached_limit, limit)
             {
                 return Ok(Fetched {
                     value,
                     stale_for: None,
+                    source: Some(Source::new(key, started)),
                 });
             }
         }
         self.get_or_fetch(key(limit), fetch).await
     }
 
-    /// The value cached for `key`, when it is fresh and current; never goes upstream.
-    async fn get_fresh<T: Cacheable>(&self, key: &CacheKey) -> Option<Arc<T>> {
+    /// The value cached for `key`, when it is fresh and current, and when its fetch started;
+    /// never goes upstream.
+    async fn get_fresh<T: Cacheable>(&self, key: &CacheKey) -> Option<(Arc<T>, Instant)> {
         if !self.enabled {
             return None;
         }
         let entry = self.current(key).await?;
         let value = T::unwrap(&entry.value)?;
         self.metrics.cache_hit();
-        Some(value)
+        Some((value, entry.started))
     }
 
     /// The entry for `key` from one upstream call shared by every concurrent caller, and
@@ -392,6 +405,7 @@ impl ResponseCache {
         Some(Fetched {
             value,
             stale_for: Some(age),
+            source: None,
         })
     }
 
@@ -436,13 +450,14 @@ fn weight(bytes: usize) -> u32 {
     u32::try_from(bytes.saturating_add(ENTRY_OVERHEAD)).unwrap_or(u32::MAX)
 }
 
-fn answer<T: Cacheable>(entry: &Entry) -> Result<Fetched<T>, UpstreamError> {
+fn answer<T: Cacheable>(key: &CacheKey, entry: &Entry) -> Result<Fetched<T>, UpstreamError> {
     match &entry.value {
         Value::NotFound(err) => Err(err.clone()),
         value => T::unwrap(value)
             .map(|value| Fetched {
                 value,
                 stale_for: None,
+                source: Some(Source::new(key.clone(), entry.started)),
             })
             // Keys determine the value's type, so a mismatch cannot happen; fail safe if it did.
             .ok_or_else(|| UpstreamError::new(Service::Totvs, UpstreamErrorKind::Malformed)),
