@@ -94,7 +94,8 @@ pub struct TotvsSettings {
 pub struct UpstreamSettings {
     /// Deadline for one upstream HTTP call, in milliseconds.
     pub timeout_ms: u64,
-    /// Most upstream calls one request keeps in flight per upstream.
+    /// Most upstream calls one request keeps in flight per upstream. The default holds a full
+    /// page (20) of interactions and more, so a cold fan-out takes two round trips, not three.
     pub max_concurrency: usize,
     /// How many times (0 to 2) a GET is sent again after a connection refused or reset before
     /// any answer, or a 502, 503 or 504; never after a timeout or another status.
@@ -111,7 +112,7 @@ impl Default for UpstreamSettings {
     fn default() -> Self {
         Self {
             timeout_ms: 5_000,
-            max_concurrency: 16,
+            max_concurrency: 32,
             get_retries: 2,
             retry_backoff_ms: 50,
             token_refresh_margin_secs: 60,
@@ -145,6 +146,11 @@ pub struct CacheSettings {
     pub stale_for_secs: u64,
     /// An identical mutation within this window after a success gets the same answer.
     pub mutation_dedupe_secs: u64,
+    /// Keep whole responses of queries, served while every cached answer they were built from
+    /// is (needs `enabled`).
+    pub whole_responses: bool,
+    /// Size bound of the whole-response cache, weighed by response size.
+    pub whole_response_max_bytes: u64,
 }
 
 impl Default for CacheSettings {
@@ -158,6 +164,8 @@ impl Default for CacheSettings {
             max_bytes: 64 * 1024 * 1024,
             stale_for_secs: 600,
             mutation_dedupe_secs: 10,
+            whole_responses: true,
+            whole_response_max_bytes: 16 * 1024 * 1024,
         }
     }
 }
@@ -642,7 +650,7 @@ impl Settings {
         const MIB: u64 = 1024 * 1024;
         let (u, c, s, l) = (&self.upstream, &self.cache, &self.server, &self.limits);
         let int = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
-        let checks: [(&'static str, u64, u64, u64, &str); 24] = [
+        let checks: [(&'static str, u64, u64, u64, &str); 25] = [
             ("upstream.timeout_ms", u.timeout_ms, 1, 120_000, ""),
             (
                 "upstream.max_concurrency",
@@ -703,6 +711,13 @@ impl Settings {
                 0,
                 3_600,
                 "",
+            ),
+            (
+                "cache.whole_response_max_bytes",
+                c.whole_response_max_bytes,
+                MIB,
+                64 * 1024 * MIB,
+                "; to turn it off set cache.whole_responses = false",
             ),
             (
                 "server.max_body_bytes",
