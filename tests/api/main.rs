@@ -3,8 +3,10 @@
 
 mod access;
 mod batching;
+mod bounds;
 mod errors;
 mod helpers;
+mod hostile;
 mod http;
 mod mutations;
 mod reads;
