@@ -14,6 +14,9 @@ use figment::{
 use serde::{Deserialize, Serialize};
 use url::Url;
 
+mod upstream;
+pub use upstream::UpstreamSettings;
+
 /// Why the settings could not be read. The message is one line that names the setting.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -86,44 +89,6 @@ pub struct TotvsSettings {
     pub base_url: Url,
     pub username: Secret,
     pub password: Secret,
-}
-
-/// How upstream calls behave; the `[upstream]` table of the config file.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct UpstreamSettings {
-    /// Deadline for one upstream HTTP call, in milliseconds.
-    pub timeout_ms: u64,
-    /// Most upstream calls one request keeps in flight per upstream.
-    pub max_concurrency: usize,
-    /// How many times (0 to 2) a GET is sent again after a connection refused or reset before
-    /// any answer, or a 502, 503 or 504; never after a timeout or another status.
-    pub get_retries: u32,
-    /// Base of the jittered backoff between GET attempts, in milliseconds.
-    pub retry_backoff_ms: u64,
-    /// The TOTVS access token is renewed this many seconds before it expires.
-    pub token_refresh_margin_secs: u64,
-    /// Idle pooled connections kept per upstream host.
-    pub pool_max_idle_per_host: usize,
-}
-
-impl Default for UpstreamSettings {
-    fn default() -> Self {
-        Self {
-            timeout_ms: 5_000,
-            max_concurrency: 16,
-            get_retries: 2,
-            retry_backoff_ms: 50,
-            token_refresh_margin_secs: 60,
-            pool_max_idle_per_host: 256,
-        }
-    }
-}
-
-impl UpstreamSettings {
-    pub fn timeout(&self) -> Duration {
-        Duration::from_millis(self.timeout_ms)
-    }
 }
 
 /// The shared response cache; the `[cache]` table of the config file.
@@ -638,6 +603,8 @@ impl Settings {
     /// panic the process (a TTL of 9.2e18 s once panicked moka) or silently switch a feature
     /// off (`max_bytes = 0` once disabled the cache; `cache.enabled = false` is the way).
     fn check_ranges(&self) -> Result<(), ConfigError> {
+        // The upstream table checks its own keys first (config/upstream.rs).
+        self.upstream.check()?;
         const DAY: u64 = 86_400;
         const MIB: u64 = 1024 * 1024;
         let (u, c, s, l) = (&self.upstream, &self.cache, &self.server, &self.limits);

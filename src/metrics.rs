@@ -1,4 +1,4 @@
-//! Counters of upstream work, read by `/metrics` (Prometheus text format), tests and the benchmark.
+//! Counters of upstream work and the upstreams' circuit breakers, read by `/metrics` (Prometheus text format), tests and the benchmark.
 
 use std::{
     fmt::Write,
@@ -21,6 +21,17 @@ pub struct Metrics {
     mutations_deduplicated: AtomicU64,
     mosia_items_dropped: AtomicU64,
     totvs_items_dropped: AtomicU64,
+    mosia_breaker: BreakerCounters,
+    totvs_breaker: BreakerCounters,
+}
+
+/// One upstream's circuit breaker, as the breaker reports its transitions.
+#[derive(Debug, Default)]
+struct BreakerCounters {
+    /// 1 from the moment it opens until a probe succeeds (half-open included), else 0.
+    open: AtomicU64,
+    opened: AtomicU64,
+    rejected: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -37,6 +48,12 @@ pub struct MetricsSnapshot {
     pub mutations_deduplicated: u64,
     pub mosia_items_dropped: u64,
     pub totvs_items_dropped: u64,
+    pub mosia_breaker_open: bool,
+    pub totvs_breaker_open: bool,
+    pub mosia_breaker_opened: u64,
+    pub totvs_breaker_opened: u64,
+    pub mosia_breaker_rejected: u64,
+    pub totvs_breaker_rejected: u64,
 }
 
 impl Metrics {
@@ -55,6 +72,26 @@ impl Metrics {
             Service::Totvs => &self.totvs_items_dropped,
         }
         .fetch_add(u64::try_from(count).unwrap_or(u64::MAX), Relaxed);
+    }
+    fn breaker(&self, service: Service) -> &BreakerCounters {
+        match service {
+            Service::Mosia => &self.mosia_breaker,
+            Service::Totvs => &self.totvs_breaker,
+        }
+    }
+    /// The upstream's breaker opened (from closed, or again after a failed probe).
+    pub(crate) fn breaker_opened(&self, service: Service) {
+        let breaker = self.breaker(service);
+        breaker.open.store(1, Relaxed);
+        breaker.opened.fetch_add(1, Relaxed);
+    }
+    /// A probe succeeded: the upstream's breaker let calls through again.
+    pub(crate) fn breaker_closed(&self, service: Service) {
+        self.breaker(service).open.store(0, Relaxed);
+    }
+    /// A call failed fast because the upstream's breaker is open.
+    pub(crate) fn breaker_rejected(&self, service: Service) {
+        self.breaker(service).rejected.fetch_add(1, Relaxed);
     }
     pub(crate) fn token_call(&self) {
         self.totvs_token_calls.fetch_add(1, Relaxed);
@@ -91,13 +128,19 @@ impl Metrics {
             mutations_deduplicated: self.mutations_deduplicated.load(Relaxed),
             mosia_items_dropped: self.mosia_items_dropped.load(Relaxed),
             totvs_items_dropped: self.totvs_items_dropped.load(Relaxed),
+            mosia_breaker_open: self.mosia_breaker.open.load(Relaxed) == 1,
+            totvs_breaker_open: self.totvs_breaker.open.load(Relaxed) == 1,
+            mosia_breaker_opened: self.mosia_breaker.opened.load(Relaxed),
+            totvs_breaker_opened: self.totvs_breaker.opened.load(Relaxed),
+            mosia_breaker_rejected: self.mosia_breaker.rejected.load(Relaxed),
+            totvs_breaker_rejected: self.totvs_breaker.rejected.load(Relaxed),
         }
     }
 
     /// The counters in the Prometheus text exposition format.
     pub fn render_prometheus(&self) -> String {
         let s = self.snapshot();
-        let rows: [(&str, &str, &str, u64); 11] = [
+        let counters: [(&str, &str, &str, u64); 11] = [
             (
                 "protocol_graph_upstream_calls_total",
                 "service=\"mosia\"",
@@ -165,10 +208,58 @@ impl Metrics {
                 s.totvs_items_dropped,
             ),
         ];
+        let breakers: [(&str, &str, &str, &str, u64); 6] = [
+            (
+                "protocol_graph_breaker_open",
+                "service=\"mosia\"",
+                "Whether the upstream's circuit breaker is open or half-open (1) or closed (0).",
+                "gauge",
+                u64::from(s.mosia_breaker_open),
+            ),
+            (
+                "protocol_graph_breaker_open",
+                "service=\"totvs\"",
+                "",
+                "gauge",
+                u64::from(s.totvs_breaker_open),
+            ),
+            (
+                "protocol_graph_breaker_opened_total",
+                "service=\"mosia\"",
+                "Times the upstream's circuit breaker opened, a failed probe included.",
+                "counter",
+                s.mosia_breaker_opened,
+            ),
+            (
+                "protocol_graph_breaker_opened_total",
+                "service=\"totvs\"",
+                "",
+                "counter",
+                s.totvs_breaker_opened,
+            ),
+            (
+                "protocol_graph_breaker_rejected_total",
+                "service=\"mosia\"",
+                "Upstream calls failed fast, unsent, because the breaker was open.",
+                "counter",
+                s.mosia_breaker_rejected,
+            ),
+            (
+                "protocol_graph_breaker_rejected_total",
+                "service=\"totvs\"",
+                "",
+                "counter",
+                s.totvs_breaker_rejected,
+            ),
+        ];
+        let rows = counters
+            .into_iter()
+            .map(|(name, labels, help, value)| (name, labels, help, "counter", value))
+            .chain(breakers);
         let mut out = String::new();
-        for (name, labels, help, value) in rows {
+        for (name, labels, help, kind, value) in rows {
             if !help.is_empty() {
-                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
             }
             if labels.is_empty() {
                 let _ = writeln!(out, "{name} {value}");

@@ -1,6 +1,7 @@
 //! Per-request DataLoaders: whatever a query names, each distinct upstream resource is read once
 //! per request, and distinct resources are read concurrently (at most `max_concurrency` at a
-//! time per upstream).
+//! time per upstream; across requests, `upstream::http` caps each upstream at `max_in_flight`,
+//! and a load waits for that permit within the request's deadline like any other wait).
 //!
 //! A loader's value is the per-key `Result`, so one failing key (a 404 for one protocol's
 //! interactions) fails only the fields that need it, not the whole batch.

@@ -5,12 +5,15 @@
 //! [`totvs::TotvsClient`]); each mutation goes straight to TOTVS, at most once per caller and
 //! identical input in flight, and invalidates what it changed.
 
+pub(crate) mod breaker;
 pub(crate) mod cache;
 pub(crate) mod clock;
 pub(crate) mod decode;
 pub(crate) mod error;
 pub(crate) mod http;
 pub(crate) mod mosia;
+#[cfg(test)]
+mod proptests;
 pub(crate) mod totvs;
 
 use std::sync::Arc;
@@ -20,9 +23,10 @@ use crate::{
     metrics::Metrics,
     model::{
         AuthorizationProtocol, AuthorizationProtocolPage, AuthorizationRequest, InteractionPage,
-        InteractionQuery, ProtocolQuery, ServiceProtocol,
+        InteractionQuery, ProtocolQuery, Service, ServiceProtocol,
     },
 };
+pub(crate) use breaker::BreakerState;
 pub(crate) use cache::{Fetched, ResponseCache};
 use cache::{MutationGuard, MutationInput, MutationKey};
 pub(crate) use error::{Fault, UpstreamError, UpstreamErrorKind};
@@ -44,6 +48,15 @@ impl Upstreams {
             cache: ResponseCache::new(&settings.cache, metrics.clone()),
             mutations: MutationGuard::new(&settings.cache, metrics),
         })
+    }
+
+    /// Where an upstream's circuit breaker stands.
+    #[allow(dead_code, reason = "for /readyz, which the server wires")]
+    pub(crate) fn breaker_state(&self, service: Service) -> BreakerState {
+        match service {
+            Service::Mosia => self.mosia.http.breaker_state(),
+            Service::Totvs => self.totvs.http.breaker_state(),
+        }
     }
 
     /// Mosia's newest `limit` service protocols of a beneficiary.

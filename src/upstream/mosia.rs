@@ -51,7 +51,7 @@ pub(crate) fn newest_of(
 }
 
 pub(crate) struct MosiaClient {
-    http: HttpUpstream,
+    pub(super) http: HttpUpstream,
     token: HeaderValue,
     metrics: Arc<Metrics>,
 }
@@ -113,44 +113,68 @@ impl MosiaClient {
                 status = status.as_u16(),
                 "upstream error"
             );
+            if kind == UpstreamErrorKind::Malformed {
+                answer.unusable();
+            }
             return Err(UpstreamError::new(Service::Mosia, kind).with_status(status.as_u16()));
         }
-        let envelope: Envelope = serde_json::from_slice(&answer.body)
-            .map_err(|err| self.http.malformed(status, &err))?;
-        if envelope.status != Some(true) {
-            return Err(self.http.malformed(status, &"envelope status is not true"));
-        }
-        let items = envelope.data.unwrap_or_default();
-        let limit = usize::from(limit);
-        if items.len() > limit {
+        let latest = decode_latest(&answer.body, unique_key, limit)
+            .map_err(|err| self.http.malformed(&answer, &err))?;
+        if latest.beyond_limit > 0 {
             // Mosia documents newest first; a longer answer than asked for is cut, not trusted.
             self.metrics
-                .items_dropped(Service::Mosia, items.len() - limit);
+                .items_dropped(Service::Mosia, latest.beyond_limit);
         }
-        let protocols = items
-            .into_iter()
-            .take(limit)
-            .map(ServiceProtocol::try_from)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|err| self.http.malformed(status, &err))?;
-        // The gateway's token reads every beneficiary: a protocol about another one in this
-        // answer is Mosia's mistake, and must not reach a caller allowed to see only this one.
-        let (protocols, foreign): (Vec<_>, Vec<_>) = protocols
-            .into_iter()
-            .partition(|p| p.beneficiary.unique_key == unique_key);
-        if !foreign.is_empty() {
+        if latest.foreign > 0 {
             tracing::warn!(
                 service = "mosia",
-                dropped = foreign.len(),
+                dropped = latest.foreign,
                 "answer held protocols of another beneficiary"
             );
-            self.metrics.items_dropped(Service::Mosia, foreign.len());
+            self.metrics.items_dropped(Service::Mosia, latest.foreign);
         }
         Ok(Decoded {
-            value: protocols,
+            value: latest.protocols,
             bytes: answer.body.len(),
         })
     }
+}
+
+/// A Mosia answer as the gateway passes it on, and what it left out.
+#[derive(Debug)]
+pub(super) struct Latest {
+    pub protocols: Vec<ServiceProtocol>,
+    /// Items past the `limit` asked for.
+    pub beyond_limit: usize,
+    /// Items about another beneficiary than the one asked for.
+    pub foreign: usize,
+}
+
+/// Decodes Mosia's envelope for `unique_key`: at most `limit` protocols, none of another
+/// beneficiary's.
+pub(super) fn decode_latest(body: &[u8], unique_key: &str, limit: u8) -> Result<Latest, String> {
+    let envelope: Envelope = serde_json::from_slice(body).map_err(|err| err.to_string())?;
+    if envelope.status != Some(true) {
+        return Err("envelope status is not true".into());
+    }
+    let items = envelope.data.unwrap_or_default();
+    let limit = usize::from(limit);
+    let beyond_limit = items.len().saturating_sub(limit);
+    let protocols = items
+        .into_iter()
+        .take(limit)
+        .map(ServiceProtocol::try_from)
+        .collect::<Result<Vec<_>, _>>()?;
+    // The gateway's token reads every beneficiary: a protocol about another one in this
+    // answer is Mosia's mistake, and must not reach a caller allowed to see only this one.
+    let (protocols, foreign): (Vec<_>, Vec<_>) = protocols
+        .into_iter()
+        .partition(|p| p.beneficiary.unique_key == unique_key);
+    Ok(Latest {
+        protocols,
+        beyond_limit,
+        foreign: foreign.len(),
+    })
 }
 
 #[derive(Deserialize)]

@@ -3,10 +3,12 @@
 
 mod access;
 mod batching;
+mod bounds;
 mod conformance;
 mod connections;
 mod errors;
 mod helpers;
+mod hostile;
 mod http;
 mod mutations;
 mod reads;

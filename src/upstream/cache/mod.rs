@@ -201,7 +201,11 @@ impl ResponseCache {
         let changes = || {
             moka::sync::Cache::builder()
                 .max_capacity(100_000)
-                .time_to_live(longest.max(stale_for) + Duration::from_secs(1))
+                .time_to_live(
+                    longest
+                        .max(stale_for)
+                        .saturating_add(Duration::from_secs(1)),
+                )
                 .build()
         };
         Self {

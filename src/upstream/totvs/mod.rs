@@ -4,7 +4,7 @@
 //! Item field names differ between TOTVS doc versions (`subscriberId`, `subscriber-id`,
 //! `subscriber-_id`, `subscriber_id`), so items are read through [`decode::Folded`] keys.
 
-mod token;
+pub(super) mod token;
 
 use std::sync::Arc;
 
@@ -99,7 +99,7 @@ impl<'a> From<&'a AuthorizationRequest> for AuthorizationRequestDto<'a> {
 }
 
 pub(crate) struct TotvsClient {
-    http: HttpUpstream,
+    pub(super) http: HttpUpstream,
     tokens: TokenManager,
     metrics: Arc<Metrics>,
 }
@@ -132,20 +132,14 @@ impl TotvsClient {
                 protocol_from(item, Some(subscriber_id))
             })
             .await?;
-        // The gateway's credentials read every subscriber: an item of another one in this list
-        // is TOTVS's mistake, and must not reach a caller allowed to see only this one.
-        let (items, foreign): (Vec<_>, Vec<_>) = page
-            .value
-            .items
-            .into_iter()
-            .partition(|item| item.subscriber_id == subscriber_id);
-        if !foreign.is_empty() {
+        let (items, foreign) = own_items(page.value.items, subscriber_id);
+        if foreign > 0 {
             warn!(
                 service = "totvs",
-                dropped = foreign.len(),
+                dropped = foreign,
                 "protocol list held items of another subscriber"
             );
-            self.metrics.items_dropped(Service::Totvs, foreign.len());
+            self.metrics.items_dropped(Service::Totvs, foreign);
         }
         Ok(Decoded {
             value: AuthorizationProtocolPage {
@@ -207,33 +201,17 @@ impl TotvsClient {
             })
             .await?;
         let answer = self.expect(answer, StatusCode::OK)?;
-        let page = decode_page(&answer.body)
-            .and_then(|page| {
-                let size = usize::try_from(page_size).unwrap_or(usize::MAX);
-                if page.items.len() > size {
-                    // A page that ignores `pageSize` is cut, not refused: what was asked for
-                    // is in it. Cut before converting, so a huge page costs no more work.
-                    warn!(
-                        service = "totvs",
-                        items = page.items.len(),
-                        page_size,
-                        "page longer than asked for"
-                    );
-                    self.metrics
-                        .items_dropped(Service::Totvs, page.items.len() - size);
-                }
-                Ok(Page {
-                    items: page
-                        .items
-                        .into_iter()
-                        .take(size)
-                        .map(&item_from)
-                        .collect::<Result<_, _>>()?,
-                    has_next: page.has_next,
-                    remaining_records: page.remaining_records,
-                })
-            })
-            .map_err(|err| self.http.malformed(answer.status, &err))?;
+        let (page, beyond_page) = page_from(&answer.body, page_size, item_from)
+            .map_err(|err| self.http.malformed(&answer, &err))?;
+        if beyond_page > 0 {
+            warn!(
+                service = "totvs",
+                dropped = beyond_page,
+                page_size,
+                "page longer than asked for"
+            );
+            self.metrics.items_dropped(Service::Totvs, beyond_page);
+        }
         Ok(Decoded {
             value: page,
             bytes: answer.body.len(),
@@ -282,10 +260,10 @@ impl TotvsClient {
         let answer = self.expect(answer, StatusCode::CREATED)?;
         let object = match serde_json::from_slice::<Value>(&answer.body) {
             Ok(Value::Object(object)) => object,
-            Ok(_) => return Err(self.http.malformed(answer.status, &"expected an object")),
-            Err(err) => return Err(self.http.malformed(answer.status, &err)),
+            Ok(_) => return Err(self.http.malformed(&answer, &"expected an object")),
+            Err(err) => return Err(self.http.malformed(&answer, &err)),
         };
-        protocol_from(object, None).map_err(|err| self.http.malformed(answer.status, &err))
+        protocol_from(object, None).map_err(|err| self.http.malformed(&answer, &err))
     }
 
     /// Sends with the current bearer token; on a 401, renews the token once and tries once more
@@ -303,6 +281,9 @@ impl TotvsClient {
         if answer.status != StatusCode::UNAUTHORIZED {
             return Ok(answer);
         }
+        // Settles the breaker's verdict on this call (answered: a success) before the next
+        // one asks it, or a half-open breaker would refuse the retry as a second probe.
+        drop(answer);
         debug!(service = "totvs", "access token refused, renewing it once");
         self.tokens.discard(generation).await;
         let (bearer, _) = self.tokens.bearer(&self.http).await?;
@@ -340,7 +321,10 @@ impl TotvsClient {
             400 | 406 | 409 | 422 => UpstreamErrorKind::BadRequest,
             404 => UpstreamErrorKind::NotFound,
             403 => UpstreamErrorKind::AuthFailed,
-            _ => UpstreamErrorKind::Malformed,
+            _ => {
+                answer.unusable();
+                UpstreamErrorKind::Malformed
+            }
         };
         warn!(
             service = "totvs",
@@ -358,11 +342,55 @@ fn clamp_i32(n: u32) -> i32 {
     i32::try_from(n).unwrap_or(i32::MAX)
 }
 
+/// The items of a protocol list that belong to `subscriber_id`, and how many did not.
+///
+/// The gateway's credentials read every subscriber: an item of another one in this list is
+/// TOTVS's mistake, and must not reach a caller allowed to see only this one.
+pub(super) fn own_items(
+    items: Vec<AuthorizationProtocol>,
+    subscriber_id: &str,
+) -> (Vec<AuthorizationProtocol>, usize) {
+    let (own, foreign): (Vec<_>, Vec<_>) = items
+        .into_iter()
+        .partition(|item| item.subscriber_id == subscriber_id);
+    (own, foreign.len())
+}
+
 /// A page of TOTVS items, of either list.
-struct Page<T> {
-    items: Vec<T>,
-    has_next: bool,
-    remaining_records: i32,
+#[derive(Debug)]
+pub(super) struct Page<T> {
+    pub items: Vec<T>,
+    pub has_next: bool,
+    pub remaining_records: i32,
+}
+
+/// A paged list (`{items, hasNext, remainingRecords}`) with at most `page_size` items, each
+/// converted by `item_from`, and how many items it had past `page_size`.
+///
+/// A page that ignores `pageSize` is cut, not refused: what was asked for is in it. It is cut
+/// before converting, so a long page costs no more work.
+pub(super) fn page_from<T>(
+    body: &[u8],
+    page_size: u32,
+    item_from: impl Fn(Map<String, Value>) -> Result<T, String>,
+) -> Result<(Page<T>, usize), String> {
+    let page = decode_page(body)?;
+    let size = usize::try_from(page_size).unwrap_or(usize::MAX);
+    let beyond_page = page.items.len().saturating_sub(size);
+    let items = page
+        .items
+        .into_iter()
+        .take(size)
+        .map(item_from)
+        .collect::<Result<_, _>>()?;
+    Ok((
+        Page {
+            items,
+            has_next: page.has_next,
+            remaining_records: page.remaining_records,
+        },
+        beyond_page,
+    ))
 }
 
 /// `{items, hasNext, remainingRecords}`, with `hasNext` derived when absent.
@@ -382,10 +410,14 @@ fn decode_page(body: &[u8]) -> Result<Page<Map<String, Value>>, String> {
             _ => Err("an item is not an object".to_owned()),
         })
         .collect::<Result<Vec<_>, _>>()?;
+    // Any number (a negative one, one past i32, a float, a numeric string) reads as a count
+    // within 0..=i32::MAX; anything else as 0.
     let remaining = page
         .text("remainingrecords")
-        .and_then(|n| n.parse::<i64>().ok())
-        .map_or(0, |n| n.clamp(0, i64::from(i32::MAX)) as i32);
+        .and_then(|n| n.trim().parse::<i64>().ok())
+        .map_or(0, |n| {
+            i32::try_from(n.clamp(0, i64::from(i32::MAX))).unwrap_or(i32::MAX)
+        });
     let has_next = match page.get("hasnext") {
         Some(Value::Bool(b)) => *b,
         Some(Value::String(s)) => s.eq_ignore_ascii_case("true"),
@@ -400,7 +432,7 @@ fn decode_page(body: &[u8]) -> Result<Page<Map<String, Value>>, String> {
 
 /// An authorization protocol from any documented field-name style. `subscriber_id` fills in
 /// the subscriber when the item leaves it out (it is the list's own path parameter).
-fn protocol_from(
+pub(super) fn protocol_from(
     item: Map<String, Value>,
     subscriber_id: Option<&str>,
 ) -> Result<AuthorizationProtocol, String> {
@@ -448,7 +480,7 @@ fn protocol_from(
     })
 }
 
-fn interaction_from(item: Map<String, Value>) -> Result<Interaction, String> {
+pub(super) fn interaction_from(item: Map<String, Value>) -> Result<Interaction, String> {
     let item = Folded::new(item);
     Ok(Interaction {
         sector: item.required("sector").unwrap_or_default(),

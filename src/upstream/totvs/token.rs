@@ -42,13 +42,13 @@ struct Token {
     generation: u64,
 }
 
-#[derive(Deserialize)]
-struct TokenDto {
-    access_token: String,
+#[derive(Debug, Deserialize)]
+pub(in crate::upstream) struct TokenDto {
+    pub access_token: String,
     #[serde(default)]
-    refresh_token: Option<String>,
+    pub refresh_token: Option<String>,
     #[serde(default, deserialize_with = "lenient_seconds")]
-    expires_in: Option<u64>,
+    pub expires_in: Option<u64>,
 }
 
 fn lenient_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
@@ -57,11 +57,13 @@ fn lenient_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>
         .and_then(|n| u64::try_from(n).ok()))
 }
 
-/// TOTVS documents refresh tokens as living 24 h.
 /// The range an access token's `expires_in` is clamped to: a token said to live 0 s would be
 /// renewed on every call, one said to live for years never.
 const MIN_TOKEN_LIFETIME_SECS: u64 = 1;
 const MAX_TOKEN_LIFETIME_SECS: u64 = 24 * 3600;
+/// TOTVS's documented `expires_in`, for an answer without a usable one.
+const DEFAULT_TOKEN_LIFETIME_SECS: u64 = 3600;
+/// TOTVS documents refresh tokens as living 24 h.
 const REFRESH_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 
 impl TokenManager {
@@ -93,7 +95,7 @@ impl TokenManager {
         if let Some(token) = state.as_ref().filter(|t| t.renew_at > now) {
             return Ok((token.bearer.clone(), token.generation));
         }
-        let generation = state.as_ref().map_or(1, |t| t.generation + 1);
+        let generation = state.as_ref().map_or(1, |t| t.generation.wrapping_add(1));
         let refresh = state
             .as_ref()
             .filter(|t| t.refresh_until > now)
@@ -131,18 +133,12 @@ impl TokenManager {
                 .await?
             }
         };
-        // An upstream's number is not trusted with the clock: `expires_in: u64::MAX` once made
-        // every request panic on `Instant + Duration` overflow.
-        let lifetime = Duration::from_secs(
-            dto.expires_in
-                .unwrap_or(3600)
-                .clamp(MIN_TOKEN_LIFETIME_SECS, MAX_TOKEN_LIFETIME_SECS),
-        );
+        let (renew_at, refresh_until) = schedule(now, dto.expires_in, self.margin);
         let token = Token {
             bearer: format!("Bearer {}", dto.access_token).into(),
             refresh: dto.refresh_token.filter(|t| !t.is_empty()).map(Secret::new),
-            renew_at: now + lifetime - self.margin.min(lifetime / 2),
-            refresh_until: now + REFRESH_TOKEN_LIFETIME,
+            renew_at,
+            refresh_until,
             generation,
         };
         let out = (token.bearer.clone(), generation);
@@ -187,11 +183,37 @@ impl TokenManager {
             };
             return Err(UpstreamError::new(Service::Totvs, kind).with_status(status.as_u16()));
         }
-        serde_json::from_slice::<TokenDto>(&answer.body)
-            .ok()
-            .filter(|dto| !dto.access_token.is_empty())
-            .ok_or_else(|| http.malformed(status, &"token body without access_token"))
+        decode_token(&answer.body)
+            .ok_or_else(|| http.malformed(&answer, &"token body without access_token"))
     }
+}
+
+/// The token answer, when it carries an access token; any `expires_in` that is not a
+/// non-negative integer (or numeric string) is absent.
+pub(in crate::upstream) fn decode_token(body: &[u8]) -> Option<TokenDto> {
+    serde_json::from_slice::<TokenDto>(body)
+        .ok()
+        .filter(|dto| !dto.access_token.is_empty())
+}
+
+/// When a token obtained at `now` is renewed, and until when its refresh token may be used.
+///
+/// An upstream's number is not trusted with the clock: `expires_in: u64::MAX` once made every
+/// request panic on `Instant + Duration` overflow. The lifetime is clamped, and every sum
+/// checked; the margin never takes more than half of the lifetime.
+pub(in crate::upstream) fn schedule(
+    now: Instant,
+    expires_in: Option<u64>,
+    margin: Duration,
+) -> (Instant, Instant) {
+    let lifetime = Duration::from_secs(
+        expires_in
+            .unwrap_or(DEFAULT_TOKEN_LIFETIME_SECS)
+            .clamp(MIN_TOKEN_LIFETIME_SECS, MAX_TOKEN_LIFETIME_SECS),
+    );
+    let renew_after = lifetime.saturating_sub(margin.min(lifetime / 2));
+    let later = |by: Duration| now.checked_add(by).unwrap_or(now);
+    (later(renew_after), later(REFRESH_TOKEN_LIFETIME))
 }
 
 #[cfg(test)]
@@ -254,6 +276,41 @@ mod tests {
 
     async fn bearer(http: &HttpUpstream, tokens: &TokenManager) -> String {
         tokens.bearer(http).await.unwrap().0.to_string()
+    }
+
+    #[test]
+    fn an_expires_in_that_is_not_a_non_negative_integer_reads_as_absent() {
+        let expires_in = |value: &str| {
+            let body = format!(r#"{{"access_token": "a", "expires_in": {value}}}"#);
+            decode_token(body.as_bytes()).expect("a token").expires_in
+        };
+        assert_eq!(expires_in("3600"), Some(3600));
+        assert_eq!(expires_in(r#""3600""#), Some(3600));
+        assert_eq!(expires_in("9223372036854775807"), Some(i64::MAX as u64));
+        for absent in ["-1", r#""forever""#, "3600.5", "null", "[]", "{}"] {
+            assert_eq!(expires_in(absent), None, "{absent}");
+        }
+        assert!(decode_token(br#"{"access_token": ""}"#).is_none());
+    }
+
+    #[test]
+    fn absurd_lifetimes_and_margins_are_clamped_not_overflowed() {
+        let now = Instant::now();
+        let day = Duration::from_secs(24 * 3600);
+        let huge = Duration::from_secs(u64::MAX);
+
+        assert_eq!(
+            schedule(now, Some(u64::MAX), huge),
+            (now + day / 2, now + day)
+        );
+        assert_eq!(
+            schedule(now, Some(0), Duration::ZERO).0,
+            now + Duration::from_secs(1)
+        );
+        assert_eq!(
+            schedule(now, None, Duration::from_secs(60)).0,
+            now + Duration::from_secs(3540)
+        );
     }
 
     #[tokio::test]
