@@ -14,6 +14,9 @@ use figment::{
 use serde::{Deserialize, Serialize};
 use url::Url;
 
+mod telemetry;
+pub use telemetry::TelemetrySettings;
+
 /// Why the settings could not be read. The message is one line that names the setting.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -164,6 +167,9 @@ pub struct ServerSettings {
     /// Browser origins allowed to call `/graphql` (CORS), e.g. `["https://app.example.com"]`;
     /// empty sends no CORS headers, `["*"]` allows any origin.
     pub cors_allowed_origins: Vec<String>,
+    /// After a shutdown signal, how long `/readyz` answers 503 while requests are still served,
+    /// before new connections are refused: the time a load balancer needs to notice.
+    pub drain_delay_ms: u64,
     /// Headers GraphiQL opens with (the sandbox's staff token); never from the config file.
     #[serde(skip)]
     pub graphiql_headers: Option<String>,
@@ -177,6 +183,7 @@ impl Default for ServerSettings {
             max_complexity: 5_000,
             graphiql: true,
             cors_allowed_origins: Vec::new(),
+            drain_delay_ms: 0,
             graphiql_headers: None,
         }
     }
@@ -561,11 +568,6 @@ fn base_url(name: &'static str, value: Option<String>) -> Result<Url, ConfigErro
     let trimmed = url.path().trim_end_matches('/').to_owned();
     url.set_path(&trimmed);
     Ok(url)
-}
-
-/// The log filter (`RUST_LOG` syntax), `info` when unset.
-pub fn log_filter() -> String {
-    std::env::var("RUST_LOG").unwrap_or_else(|_| "info,tower_http=warn".into())
 }
 
 #[cfg(test)]

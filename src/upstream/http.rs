@@ -7,15 +7,23 @@
 //! fault and would fail again; a timeout already spent the caller's time. A write is never
 //! sent again here.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use bytes::Bytes;
 use reqwest::{RequestBuilder, StatusCode};
-use tracing::warn;
+use tracing::{Instrument, warn};
 use url::Url;
 
 use super::error::{Fault, UpstreamError, UpstreamErrorKind};
-use crate::{config::UpstreamSettings, metrics::Metrics, model::Service};
+use crate::{
+    config::UpstreamSettings,
+    metrics::{Metrics, Series},
+    model::Service,
+    telemetry,
+};
 
 /// Upstream bodies larger than this are refused rather than buffered.
 const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
@@ -27,6 +35,14 @@ pub(crate) enum Idempotency {
     Read,
     /// A write: never retried; a timeout leaves the outcome unknown.
     Write,
+}
+
+/// An upstream endpoint as metrics and traces name it: the series its calls count in and its
+/// route template. Never the path sent, which carries identifiers (personal data).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Route {
+    pub series: Series,
+    pub template: &'static str,
 }
 
 /// An upstream's answer with any status below 500 (and not 429), body read in full.
@@ -86,11 +102,15 @@ impl HttpUpstream {
     pub async fn send(
         &self,
         idempotency: Idempotency,
+        route: Route,
         build: impl Fn(&reqwest::Client) -> RequestBuilder,
     ) -> Result<Answer, UpstreamError> {
         let mut attempt = 0;
         loop {
-            match self.send_once(idempotency, build(&self.client)).await {
+            match self
+                .observed(idempotency, route, attempt, build(&self.client))
+                .await
+            {
                 Ok(answer) => return Ok(answer),
                 Err(failure)
                     if failure.transient
@@ -113,12 +133,54 @@ impl HttpUpstream {
         base.mul_f64(0.5 + fastrand::f64())
     }
 
+    /// One attempt in its own span, timed, with the trace context for the upstream.
+    async fn observed(
+        &self,
+        idempotency: Idempotency,
+        route: Route,
+        attempt: u32,
+        request: RequestBuilder,
+    ) -> Result<Answer, Failure> {
+        let span = tracing::info_span!(
+            "upstream_call",
+            otel.name = route.template,
+            otel.kind = "client",
+            service = route.series.as_str(),
+            route = route.template,
+            retry = i64::from(attempt),
+            status = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        );
+        let request = telemetry::with_trace_context(request, &span);
+        let started = Instant::now();
+        let result = self
+            .send_once(idempotency, request)
+            .instrument(span.clone())
+            .await;
+        let status = match &result {
+            Ok(answer) => answer.status.as_u16().to_string(),
+            Err(failure) => match (failure.error.status, failure.error.kind) {
+                (Some(status), _) => status.to_string(),
+                (None, UpstreamErrorKind::Timeout | UpstreamErrorKind::TimeoutOutcomeUnknown) => {
+                    "timeout".into()
+                }
+                (None, _) => "error".into(),
+            },
+        };
+        span.record("status", status.as_str());
+        if result.is_err() {
+            span.record("otel.status_code", "ERROR");
+        }
+        self.metrics
+            .upstream_call(route.series, route.template, status, started.elapsed());
+        result
+    }
+
     async fn send_once(
         &self,
         idempotency: Idempotency,
         request: RequestBuilder,
     ) -> Result<Answer, Failure> {
-        self.metrics.upstream_call(self.service);
         let response = request.send().await.map_err(|err| Failure {
             transient: is_refused_or_reset(&err),
             error: self.transport_error(idempotency, err),
@@ -314,14 +376,20 @@ mod tests {
         let (base, connections) = resetting_upstream().await;
         let http = upstream(base);
 
+        let route = Route {
+            series: Series::Mosia,
+            template: "/test",
+        };
         let read = http
-            .send(Idempotency::Read, |client| client.get(http.url(&["read"])))
+            .send(Idempotency::Read, route, |client| {
+                client.get(http.url(&["read"]))
+            })
             .await;
         assert!(matches!(read, Err(err) if err.kind == UpstreamErrorKind::Unavailable));
         assert_eq!(connections.swap(0, Ordering::SeqCst), 3);
 
         let write = http
-            .send(Idempotency::Write, |client| {
+            .send(Idempotency::Write, route, |client| {
                 client.post(http.url(&["write"]))
             })
             .await;

@@ -6,5 +6,8 @@ mod batching;
 mod errors;
 mod helpers;
 mod http;
+mod metrics;
 mod mutations;
+mod readiness;
 mod reads;
+mod telemetry;
