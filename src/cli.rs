@@ -7,9 +7,10 @@ use tracing::info;
 
 use crate::{
     auth::ClaimsBuilder,
-    config::{self, Settings},
+    config::{self, Settings, TelemetrySettings},
     sandbox::{self, Sandbox, SandboxOptions},
     server::Application,
+    telemetry::{self, LogFormat},
 };
 
 #[derive(Parser)]
@@ -96,7 +97,19 @@ pub fn run() -> ExitCode {
         Command::Health => return health(),
         _ => {}
     }
-    init_tracing();
+    let format = match cli.command {
+        // Collected by machines: one JSON object per line.
+        Command::Serve => LogFormat::Json,
+        _ => LogFormat::Readable,
+    };
+    // Dropped after the runtime, so the spans of the last requests are sent.
+    let _telemetry = match TelemetrySettings::from_env()
+        .map_err(|err| format!("configuration error: {err}"))
+        .and_then(|settings| telemetry::init(&settings, format).map_err(|err| err.to_string()))
+    {
+        Ok(telemetry) => telemetry,
+        Err(message) => return fail(&message),
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => return fail(&format!("cannot start the runtime: {err}")),
@@ -151,12 +164,6 @@ fn health() -> ExitCode {
 fn fail(message: &str) -> ExitCode {
     eprintln!("protocol-graph: {message}");
     ExitCode::from(2)
-}
-
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_new(config::log_filter())
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).init();
 }
 
 async fn serve() -> Result<(), String> {

@@ -16,6 +16,8 @@ use url::Url;
 
 mod upstream;
 pub use upstream::UpstreamSettings;
+mod telemetry;
+pub use telemetry::TelemetrySettings;
 
 /// Why the settings could not be read. The message is one line that names the setting.
 #[derive(Debug, thiserror::Error)]
@@ -147,6 +149,9 @@ pub struct ServerSettings {
     /// Browser origins allowed to call `/graphql` (CORS), e.g. `["https://app.example.com"]`;
     /// empty sends no CORS headers, `["*"]` allows any origin.
     pub cors_allowed_origins: Vec<String>,
+    /// After a shutdown signal, how long `/readyz` answers 503 while requests are still served,
+    /// before new connections are refused: the time a load balancer needs to notice.
+    pub drain_delay_ms: u64,
     /// Headers GraphiQL opens with (the sandbox's staff token); never from the config file.
     #[serde(skip)]
     pub graphiql_headers: Option<String>,
@@ -176,6 +181,7 @@ impl Default for ServerSettings {
             idle_timeout_ms: 60_000,
             max_connections: 16_384,
             shutdown_grace_ms: 30_000,
+            drain_delay_ms: 0,
             graphiql_headers: None,
         }
     }
@@ -870,11 +876,6 @@ fn base_url(name: &'static str, value: Option<String>) -> Result<Url, ConfigErro
     let trimmed = url.path().trim_end_matches('/').to_owned();
     url.set_path(&trimmed);
     Ok(url)
-}
-
-/// The log filter (`RUST_LOG` syntax), `info` when unset.
-pub fn log_filter() -> String {
-    std::env::var("RUST_LOG").unwrap_or_else(|_| "info,tower_http=warn".into())
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ use crate::{
     auth::{AuthError, Authenticator, Caller},
     config::{ConfigError, Settings},
     csrf::Csrf,
+    metrics::{Metrics, Refusal},
     ratelimit::{RateLimits, retry_after_secs},
 };
 
@@ -28,16 +29,22 @@ pub(crate) struct Gate {
     authenticator: Authenticator,
     /// None when authentication is off: there is no caller identity to count by.
     limits: Option<RateLimits>,
+    metrics: Arc<Metrics>,
 }
 
 impl Gate {
-    pub(crate) fn new(settings: &Settings, client: reqwest::Client) -> Result<Self, ConfigError> {
+    pub(crate) fn new(
+        settings: &Settings,
+        client: reqwest::Client,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, ConfigError> {
         Ok(Self {
             csrf: Csrf::new(&settings.csrf)?,
             authenticator: Authenticator::new(&settings.auth, client)?,
             limits: (!settings.auth.disabled)
                 .then(|| RateLimits::new(&settings.rate_limit))
                 .transpose()?,
+            metrics,
         })
     }
 
@@ -57,6 +64,7 @@ impl Gate {
     ) -> Result<Arc<Caller>, Response> {
         if !self.csrf.allows(headers) {
             tracing::info!(target: "audit", outcome = "refused", reason = "csrf", "request");
+            self.metrics.refusal(Refusal::Csrf);
             return Err(error(
                 StatusCode::BAD_REQUEST,
                 "CSRF_ERROR",
@@ -74,6 +82,7 @@ impl Gate {
             && let Err(wait) = limits.check_caller(&caller.sub)
         {
             tracing::info!(target: "audit", sub = %caller.sub, outcome = "refused", reason = "rate_limited", "request");
+            self.metrics.refusal(Refusal::RateLimited);
             return Err(rate_limited(wait));
         }
         Ok(caller)
@@ -86,8 +95,10 @@ impl Gate {
         if let (Some(limits), Some(ip)) = (&self.limits, ip)
             && let Err(wait) = limits.check_failed_auth(ip)
         {
+            self.metrics.refusal(Refusal::RateLimited);
             return rate_limited(wait);
         }
+        self.metrics.refusal(Refusal::Unauthenticated);
         let mut response = error(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", err.message());
         response
             .headers_mut()

@@ -7,9 +7,12 @@ use std::{
     time::Duration,
 };
 
-use async_graphql::{Response, ServerError, Value, parser::types::OperationType};
-
+use async_graphql::{
+    Response, ServerError, Value,
+    parser::types::{DocumentOperations, ExecutableDocument, OperationType},
+};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use super::{
     AppSchema, codes, cost, identifiers,
@@ -20,6 +23,7 @@ use super::{
 use crate::{
     auth::Caller,
     config::{LimitsSettings, Settings},
+    metrics::{Metrics, Refusal},
     upstream::Upstreams,
 };
 
@@ -31,6 +35,7 @@ pub struct Executor {
     max_concurrency: usize,
     limits: LimitsSettings,
     persisted: Arc<PersistedQueries>,
+    metrics: Arc<Metrics>,
 }
 
 /// How a request ended, for the HTTP layer to choose a status.
@@ -63,6 +68,7 @@ impl Executor {
         schema: AppSchema,
         upstreams: Arc<Upstreams>,
         settings: &Settings,
+        metrics: Arc<Metrics>,
     ) -> Result<Self, ManifestError> {
         Ok(Self {
             schema,
@@ -70,6 +76,7 @@ impl Executor {
             max_concurrency: settings.upstream.max_concurrency,
             limits: settings.limits.clone(),
             persisted: Arc::new(PersistedQueries::new(&settings.persisted_queries)?),
+            metrics,
         })
     }
 
@@ -77,8 +84,37 @@ impl Executor {
     pub async fn execute(
         &self,
         caller: Arc<Caller>,
+        request: async_graphql::Request,
+        allow_mutation: bool,
+    ) -> Executed {
+        let started = std::time::Instant::now();
+        let mut seen = Seen::default();
+        let executed = self.run(caller, request, allow_mutation, &mut seen).await;
+        let outcome = match executed.outcome {
+            Outcome::Executed if executed.response.errors.is_empty() => "ok",
+            Outcome::Executed => "error",
+            Outcome::Rejected | Outcome::MutationNotAllowed => "rejected",
+        };
+        self.metrics
+            .request(seen.name.as_deref(), seen.kind, outcome, started.elapsed());
+        for (code, refusal) in [
+            ("FORBIDDEN", Refusal::Forbidden),
+            ("COST_ESTIMATED_TOO_EXPENSIVE", Refusal::CostEstimated),
+            ("COST_ACTUAL_TOO_EXPENSIVE", Refusal::CostActual),
+        ] {
+            if executed.response.errors.iter().any(|e| has_code(e, code)) {
+                self.metrics.refusal(refusal);
+            }
+        }
+        executed
+    }
+
+    async fn run(
+        &self,
+        caller: Arc<Caller>,
         mut request: async_graphql::Request,
         allow_mutation: bool,
+        seen: &mut Seen,
     ) -> Executed {
         let deadline = Instant::now() + self.limits.request_timeout();
         if let Err(err) = self.persisted.resolve(&mut request) {
@@ -101,6 +137,12 @@ impl Executor {
             let err = ServerError::new(message, None);
             return Executed::rejected(codes::with_default_code(err, codes::VALIDATION_FAILED));
         };
+        seen.kind = match operation.ty {
+            OperationType::Query => "query",
+            OperationType::Mutation => "mutation",
+            OperationType::Subscription => "subscription",
+        };
+        seen.name = chosen_name(&document, operation_name.as_deref()).map(str::to_owned);
         if operation.ty == OperationType::Mutation && !allow_mutation {
             return Executed {
                 response: Response::from_errors(vec![codes::with_default_code(
@@ -125,6 +167,15 @@ impl Executor {
             return Executed::rejected(too_expensive(estimated, self.limits.max_upstream_calls));
         }
 
+        let span = tracing::info_span!(
+            "graphql",
+            otel.name = %match &seen.name {
+                Some(name) => format!("{} {name}", seen.kind),
+                None => seen.kind.to_owned(),
+            },
+            graphql.operation.name = seen.name.as_deref(),
+            graphql.operation.type = seen.kind,
+        );
         let (context, batches) = RequestContext::new(
             self.upstreams.clone(),
             self.max_concurrency,
@@ -137,7 +188,10 @@ impl Executor {
         // Every upstream wait is bounded by the deadline already; this bound is for the rest.
         let last_resort = deadline + Duration::from_secs(1);
         let execution = batches.drive(self.schema.execute(request.data(context).data(caller)));
-        let Ok(mut response) = tokio::time::timeout_at(last_resort, execution).await else {
+        let Ok(mut response) = tokio::time::timeout_at(last_resort, execution)
+            .instrument(span)
+            .await
+        else {
             let err = codes::with_default_code(
                 ServerError::new("the request's time ran out", None),
                 "REQUEST_TIMEOUT",
@@ -163,6 +217,47 @@ impl Executor {
         add_warnings(&mut response, warnings.take());
         Executed { response, outcome }
     }
+}
+
+/// What the request turned out to be, for its metrics: unknown until its operation is found.
+struct Seen {
+    name: Option<String>,
+    kind: &'static str,
+}
+
+impl Default for Seen {
+    fn default() -> Self {
+        Self {
+            name: None,
+            kind: "unknown",
+        }
+    }
+}
+
+/// The name of the operation that runs: the one asked for, or the document's only one when
+/// that has a name (the parser keeps an anonymous operation without one).
+fn chosen_name<'a>(
+    document: &'a ExecutableDocument,
+    requested: Option<&'a str>,
+) -> Option<&'a str> {
+    match &document.operations {
+        DocumentOperations::Single(_) => None,
+        DocumentOperations::Multiple(operations) => requested.or_else(|| {
+            let mut names = operations.keys();
+            match (names.next(), names.next()) {
+                (Some(only), None) => Some(only.as_str()),
+                _ => None,
+            }
+        }),
+    }
+}
+
+fn has_code(error: &ServerError, code: &str) -> bool {
+    error
+        .extensions
+        .as_ref()
+        .and_then(|extensions| extensions.get("code"))
+        .is_some_and(|value| matches!(value, Value::String(c) if c == code))
 }
 
 fn too_expensive(estimated: u64, limit: u64) -> ServerError {

@@ -18,13 +18,13 @@ use std::{
         Arc,
         atomic::{AtomicBool, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use bytes::Bytes;
 use reqwest::{RequestBuilder, StatusCode};
 use tokio::sync::Semaphore;
-use tracing::{debug, warn};
+use tracing::{Instrument, debug, warn};
 use url::Url;
 
 use super::{
@@ -32,7 +32,12 @@ use super::{
     clock::Clock,
     error::{Fault, UpstreamError, UpstreamErrorKind},
 };
-use crate::{config::UpstreamSettings, metrics::Metrics, model::Service};
+use crate::{
+    config::UpstreamSettings,
+    metrics::{Metrics, Series},
+    model::Service,
+    telemetry,
+};
 
 /// Whether a call may be sent again after a failure that left its outcome unknown.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,6 +46,14 @@ pub(crate) enum Idempotency {
     Read,
     /// A write: never retried; a timeout leaves the outcome unknown.
     Write,
+}
+
+/// An upstream endpoint as metrics and traces name it: the series its calls count in and its
+/// route template. Never the path sent, which carries identifiers (personal data).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Route {
+    pub series: Series,
+    pub template: &'static str,
 }
 
 /// An upstream's answer with any status below 500 (and not 429), body read in full.
@@ -173,6 +186,7 @@ impl HttpUpstream {
     pub async fn send(
         &self,
         idempotency: Idempotency,
+        route: Route,
         build: impl Fn(&reqwest::Client) -> RequestBuilder,
     ) -> Result<Answer, UpstreamError> {
         let mut attempt = 0;
@@ -189,7 +203,7 @@ impl HttpUpstream {
                 }));
             };
             match self
-                .send_once(idempotency, build(&self.client), admission)
+                .observed(idempotency, route, attempt, build(&self.client), admission)
                 .await
             {
                 Ok(answer) => return Ok(answer),
@@ -218,6 +232,50 @@ impl HttpUpstream {
         Duration::try_from_secs_f64(base.as_secs_f64() * (0.5 + fastrand::f64())).unwrap_or(base)
     }
 
+    /// One attempt in its own span, timed, with the trace context for the upstream.
+    async fn observed(
+        &self,
+        idempotency: Idempotency,
+        route: Route,
+        attempt: u32,
+        request: RequestBuilder,
+        admission: Admission,
+    ) -> Result<Answer, Failure> {
+        let span = tracing::info_span!(
+            "upstream_call",
+            otel.name = route.template,
+            otel.kind = "client",
+            service = route.series.as_str(),
+            route = route.template,
+            retry = i64::from(attempt),
+            status = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        );
+        let request = telemetry::with_trace_context(request, &span);
+        let started = Instant::now();
+        let result = self
+            .send_once(idempotency, request, admission)
+            .instrument(span.clone())
+            .await;
+        let status = match &result {
+            Ok(answer) => answer.status.as_u16().to_string(),
+            Err(failure) => match (failure.error.status, failure.error.kind) {
+                (Some(status), _) => status.to_string(),
+                (None, UpstreamErrorKind::Timeout | UpstreamErrorKind::TimeoutOutcomeUnknown) => {
+                    "timeout".into()
+                }
+                (None, _) => "error".into(),
+            },
+        };
+        span.record("status", status.as_str());
+        if result.is_err() {
+            span.record("otel.status_code", "ERROR");
+        }
+        self.metrics
+            .upstream_call(route.series, route.template, status, started.elapsed());
+        result
+    }
+
     /// One attempt, holding an in-flight permit from before the request is sent until its
     /// body is read (dropped with the future when the request's deadline cancels it).
     async fn send_once(
@@ -228,7 +286,6 @@ impl HttpUpstream {
     ) -> Result<Answer, Failure> {
         // The semaphore is never closed, so acquiring only waits.
         let _permit = self.in_flight.acquire().await.ok();
-        self.metrics.upstream_call(self.service);
         let result = self.exchange(idempotency, request).await;
         match result {
             Ok((status, body)) => Ok(Answer {

@@ -31,6 +31,7 @@ pub(crate) use cache::{Fetched, ResponseCache};
 use cache::{MutationGuard, MutationInput, MutationKey};
 pub(crate) use error::{Fault, UpstreamError, UpstreamErrorKind};
 pub(crate) use mosia::newest_of;
+pub(crate) use totvs::TokenStatus;
 
 /// The upstreams as the graph sees them: cached reads, guarded writes.
 pub struct Upstreams {
@@ -57,6 +58,20 @@ impl Upstreams {
             Service::Mosia => self.mosia.http.breaker_state(),
             Service::Totvs => self.totvs.http.breaker_state(),
         }
+    }
+
+    /// Obtains what the upstreams need before the first request: the TOTVS token.
+    pub async fn warm_up(&self) {
+        self.totvs.warm_up().await;
+    }
+
+    pub(crate) fn token_status(&self) -> TokenStatus {
+        self.totvs.token_status()
+    }
+
+    /// Measures the shared cache into the metrics (entries and bytes), for `/metrics`.
+    pub async fn measure_cache(&self) {
+        self.cache.measure().await;
     }
 
     /// Mosia's newest `limit` service protocols of a beneficiary.

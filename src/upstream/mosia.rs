@@ -17,16 +17,21 @@ use super::{
     cache::Decoded,
     decode,
     error::{UpstreamError, UpstreamErrorKind},
-    http::{HttpUpstream, Idempotency},
+    http::{HttpUpstream, Idempotency, Route},
 };
 use crate::{
     config::Settings,
-    metrics::Metrics,
+    metrics::{Metrics, Series},
     model::{Code, Person, Service, ServiceProtocol, strip_key_suffix},
 };
 
 /// The most protocols Mosia lists at once (`totalProtocolos` is 1..10).
 pub(crate) const MAX_LIMIT: u8 = 10;
+
+const LATEST_ROUTE: Route = Route {
+    series: Series::Mosia,
+    template: "/clientes/ocorrencias/ultimosProtocolos",
+};
 
 /// The answer for `limit` taken from Mosia's answer for `answered`, when it holds it.
 ///
@@ -87,7 +92,7 @@ impl MosiaClient {
             .url(&["clientes", "ocorrencias", "ultimosProtocolos"]);
         let answer = self
             .http
-            .send(Idempotency::Read, |client| {
+            .send(Idempotency::Read, LATEST_ROUTE, |client| {
                 client
                     .get(url.clone())
                     .header(AUTHORIZATION, self.token.clone())

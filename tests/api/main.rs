@@ -10,5 +10,8 @@ mod errors;
 mod helpers;
 mod hostile;
 mod http;
+mod metrics;
 mod mutations;
+mod readiness;
 mod reads;
+mod telemetry;

@@ -283,6 +283,22 @@ impl ResponseCache {
         }
     }
 
+    /// Sets the cache's size gauges. moka counts lazily: its pending work is done first, so the
+    /// numbers are those of the entries inserted so far.
+    pub async fn measure(&self) {
+        let tiers = [("fresh", Some(&self.fresh)), ("stale", self.stale.as_ref())];
+        for (tier, cache) in tiers {
+            let (entries, bytes) = match cache {
+                Some(cache) => {
+                    cache.run_pending_tasks().await;
+                    (cache.entry_count(), cache.weighted_size())
+                }
+                None => (0, 0),
+            };
+            self.metrics.cache_size(tier, entries, bytes);
+        }
+    }
+
     /// The entry for `key`, unless its TTL is over or a mutation outdated it (then it is
     /// dropped).
     async fn current(&self, key: &CacheKey) -> Option<Entry> {

@@ -6,6 +6,12 @@ use wiremock::{Mock, MockServer, ResponseTemplate, matchers::any};
 
 use super::*;
 
+/// Metrics and traces of these calls go under a route of their own.
+const TEST_ROUTE: Route = Route {
+    series: Series::Mosia,
+    template: "/test",
+};
+
 /// An upstream that resets every connection once it has read the request, and counts them.
 async fn resetting_upstream() -> (Url, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -48,8 +54,10 @@ fn upstream(base: Url) -> HttpUpstream {
 }
 
 async fn read(http: &HttpUpstream) -> Result<Answer, UpstreamError> {
-    http.send(Idempotency::Read, |client| client.get(http.url(&["r"])))
-        .await
+    http.send(Idempotency::Read, TEST_ROUTE, |client| {
+        client.get(http.url(&["r"]))
+    })
+    .await
 }
 
 fn kind(result: Result<Answer, UpstreamError>) -> Result<StatusCode, UpstreamErrorKind> {
@@ -62,13 +70,15 @@ async fn a_read_reset_before_any_answer_is_retried_and_a_write_is_not() {
     let http = upstream(base);
 
     let read = http
-        .send(Idempotency::Read, |client| client.get(http.url(&["read"])))
+        .send(Idempotency::Read, TEST_ROUTE, |client| {
+            client.get(http.url(&["read"]))
+        })
         .await;
     assert!(matches!(read, Err(err) if err.kind == UpstreamErrorKind::Unavailable));
     assert_eq!(connections.swap(0, Ordering::SeqCst), 3);
 
     let write = http
-        .send(Idempotency::Write, |client| {
+        .send(Idempotency::Write, TEST_ROUTE, |client| {
             client.post(http.url(&["write"]))
         })
         .await;
@@ -122,8 +132,10 @@ async fn a_body_is_refused_past_max_response_bytes_announced_or_streamed() {
         let http = &http;
         async move {
             let url = http.url(&[how, &len.to_string()]);
-            http.send(Idempotency::Read, |client| client.get(url.clone()))
-                .await
+            http.send(Idempotency::Read, TEST_ROUTE, |client| {
+                client.get(url.clone())
+            })
+            .await
         }
     };
 
@@ -186,7 +198,12 @@ async fn the_in_flight_permit_is_released_on_every_path() {
     let to = |path: &str| {
         let url = http.url(&[path]);
         let http = &http;
-        async move { kind(http.send(Idempotency::Read, |c| c.get(url.clone())).await) }
+        async move {
+            kind(
+                http.send(Idempotency::Read, TEST_ROUTE, |c| c.get(url.clone()))
+                    .await,
+            )
+        }
     };
 
     assert_eq!(to("big").await, Err(UpstreamErrorKind::Malformed));
@@ -194,7 +211,9 @@ async fn the_in_flight_permit_is_released_on_every_path() {
     assert_eq!(to("fail").await, Err(UpstreamErrorKind::Unavailable));
     assert_eq!(http.in_flight.available_permits(), 1);
     let unreachable = http
-        .send(Idempotency::Read, |c| c.get(format!("http://{refused}/")))
+        .send(Idempotency::Read, TEST_ROUTE, |c| {
+            c.get(format!("http://{refused}/"))
+        })
         .await;
     assert_eq!(kind(unreachable), Err(UpstreamErrorKind::Unavailable));
     assert_eq!(http.in_flight.available_permits(), 1);

@@ -18,11 +18,11 @@ use super::{
     clock::Clock,
     decode::{self, Folded},
     error::{UpstreamError, UpstreamErrorKind},
-    http::{Answer, HttpUpstream, Idempotency},
+    http::{Answer, HttpUpstream, Idempotency, Route},
 };
 use crate::{
     config::Settings,
-    metrics::Metrics,
+    metrics::{Metrics, Series},
     model::{
         AuthorizationProtocol, AuthorizationProtocolPage, AuthorizationRequest,
         AuthorizationStatus, AuthorizationType, Interaction, InteractionPage, InteractionQuery,
@@ -30,8 +30,23 @@ use crate::{
     },
 };
 use token::TokenManager;
+pub(crate) use token::TokenStatus;
 
 const API: [&str; 4] = ["totvsHealthPlans", "attendance", "v1", "authorizations"];
+
+const fn route(template: &'static str) -> Route {
+    Route {
+        series: Series::Totvs,
+        template,
+    }
+}
+const PROTOCOLS_ROUTE: Route =
+    route("/totvsHealthPlans/attendance/v1/authorizations/{subscriberId}/protocols");
+const INTERACTIONS_ROUTE: Route =
+    route("/totvsHealthPlans/attendance/v1/authorizations/protocols/{protocolId}/interactions");
+const ATTACHMENTS_ROUTE: Route =
+    route("/totvsHealthPlans/attendance/v1/authorizations/protocols/attachments");
+const REQUESTS_ROUTE: Route = route("/totvsHealthPlans/attendance/v1/authorizations/protocols");
 
 /// A protocol list's filters and paging as TOTVS's query string.
 fn protocol_params(query: &ProtocolQuery) -> Vec<(&'static str, String)> {
@@ -113,12 +128,23 @@ impl TotvsClient {
             &settings.upstream,
             metrics.clone(),
         )?;
-        let tokens = TokenManager::new(&http, settings, metrics.clone(), Clock::System);
+        let tokens = TokenManager::new(&http, settings, Clock::System);
         Ok(Self {
             http,
             tokens,
             metrics: metrics_for_client,
         })
+    }
+
+    /// Obtains the token now rather than on the first request, so that `/readyz` can tell
+    /// whether the gateway holds one. A failure is logged where it happens, and the next call
+    /// tries again.
+    pub async fn warm_up(&self) {
+        let _ = self.tokens.bearer(&self.http).await;
+    }
+
+    pub fn token_status(&self) -> TokenStatus {
+        self.tokens.status()
     }
 
     pub async fn protocols(
@@ -128,9 +154,13 @@ impl TotvsClient {
     ) -> Result<Decoded<AuthorizationProtocolPage>, UpstreamError> {
         let path = [API[0], API[1], API[2], API[3], subscriber_id, "protocols"];
         let page = self
-            .get_page(&path, &protocol_params(query), query.page_size, |item| {
-                protocol_from(item, Some(subscriber_id))
-            })
+            .get_page(
+                PROTOCOLS_ROUTE,
+                &path,
+                &protocol_params(query),
+                query.page_size,
+                |item| protocol_from(item, Some(subscriber_id)),
+            )
             .await?;
         let (items, foreign) = own_items(page.value.items, subscriber_id);
         if foreign > 0 {
@@ -171,7 +201,13 @@ impl TotvsClient {
             ("pageSize", query.page_size.to_string()),
         ];
         let page = self
-            .get_page(&path, &params, query.page_size, interaction_from)
+            .get_page(
+                INTERACTIONS_ROUTE,
+                &path,
+                &params,
+                query.page_size,
+                interaction_from,
+            )
             .await?;
         Ok(Decoded {
             value: InteractionPage {
@@ -186,6 +222,7 @@ impl TotvsClient {
     /// GETs a paged list (`{items, hasNext, remainingRecords}`) and converts each item.
     async fn get_page<T>(
         &self,
+        route: Route,
         path: &[&str],
         params: &[(&str, String)],
         page_size: u32,
@@ -193,7 +230,7 @@ impl TotvsClient {
     ) -> Result<Decoded<Page<T>>, UpstreamError> {
         let url = self.http.url(path);
         let answer = self
-            .authorized(Idempotency::Read, |client, bearer| {
+            .authorized(Idempotency::Read, route, |client, bearer| {
                 client
                     .get(url.clone())
                     .query(params)
@@ -230,7 +267,7 @@ impl TotvsClient {
             "protocol": protocol,
             "attachments": hrefs.iter().map(|href| AttachmentDto { href }).collect::<Vec<_>>(),
         });
-        self.post_protocol(url, &body).await
+        self.post_protocol(ATTACHMENTS_ROUTE, url, &body).await
     }
 
     pub async fn request_authorization(
@@ -240,17 +277,18 @@ impl TotvsClient {
         let url = self
             .http
             .url(&[API[0], API[1], API[2], API[3], "protocols"]);
-        self.post_protocol(url, &AuthorizationRequestDto::from(request))
+        self.post_protocol(REQUESTS_ROUTE, url, &AuthorizationRequestDto::from(request))
             .await
     }
 
     async fn post_protocol(
         &self,
+        route: Route,
         url: url::Url,
         body: &impl Serialize,
     ) -> Result<AuthorizationProtocol, UpstreamError> {
         let answer = self
-            .authorized(Idempotency::Write, |client, bearer| {
+            .authorized(Idempotency::Write, route, |client, bearer| {
                 client
                     .post(url.clone())
                     .json(body)
@@ -271,12 +309,13 @@ impl TotvsClient {
     async fn authorized(
         &self,
         idempotency: Idempotency,
+        route: Route,
         build: impl Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
     ) -> Result<Answer, UpstreamError> {
         let (bearer, generation) = self.tokens.bearer(&self.http).await?;
         let answer = self
             .http
-            .send(idempotency, |client| build(client, &bearer))
+            .send(idempotency, route, |client| build(client, &bearer))
             .await?;
         if answer.status != StatusCode::UNAUTHORIZED {
             return Ok(answer);
@@ -289,7 +328,7 @@ impl TotvsClient {
         let (bearer, _) = self.tokens.bearer(&self.http).await?;
         let answer = self
             .http
-            .send(idempotency, |client| build(client, &bearer))
+            .send(idempotency, route, |client| build(client, &bearer))
             .await?;
         if answer.status == StatusCode::UNAUTHORIZED {
             warn!(

@@ -2,7 +2,10 @@
 //! the refresh token, one renewal at a time however many calls need it.
 
 use std::{
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicU8, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -12,14 +15,19 @@ use tracing::{debug, warn};
 
 use crate::{
     config::{Secret, Settings},
-    metrics::Metrics,
+    metrics::Series,
     model::Service,
     upstream::{
         clock::Clock,
         decode,
         error::{UpstreamError, UpstreamErrorKind},
-        http::{HttpUpstream, Idempotency},
+        http::{HttpUpstream, Idempotency, Route},
     },
+};
+
+const TOKEN_ROUTE: Route = Route {
+    series: Series::TotvsToken,
+    template: "/api/oauth2/v1/token",
 };
 
 /// The TOTVS access token: one renewal at a time, renewed before it expires, refreshed with the
@@ -30,8 +38,32 @@ pub(super) struct TokenManager {
     password: Secret,
     margin: Duration,
     state: Mutex<Option<Token>>,
+    /// The outcome of the latest token request, a [`TokenStatus`]: read by `/readyz` without
+    /// waiting for the lock a renewal holds.
+    status: AtomicU8,
     clock: Clock,
-    metrics: Arc<Metrics>,
+}
+
+/// What became of the latest attempt to obtain a token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TokenStatus {
+    NotTried,
+    Obtained,
+    /// TOTVS refused the credentials.
+    Refused,
+    /// TOTVS could not be reached, or answered something else than a token.
+    Failed,
+}
+
+impl TokenStatus {
+    fn from_u8(value: u8) -> Self {
+        match value {
+            1 => TokenStatus::Obtained,
+            2 => TokenStatus::Refused,
+            3 => TokenStatus::Failed,
+            _ => TokenStatus::NotTried,
+        }
+    }
 }
 
 struct Token {
@@ -67,20 +99,15 @@ const DEFAULT_TOKEN_LIFETIME_SECS: u64 = 3600;
 const REFRESH_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 
 impl TokenManager {
-    pub(super) fn new(
-        http: &HttpUpstream,
-        settings: &Settings,
-        metrics: Arc<Metrics>,
-        clock: Clock,
-    ) -> Self {
+    pub(super) fn new(http: &HttpUpstream, settings: &Settings, clock: Clock) -> Self {
         Self {
             url: http.url(&["api", "oauth2", "v1", "token"]),
             username: settings.totvs.username.clone(),
             password: settings.totvs.password.clone(),
             margin: Duration::from_secs(settings.upstream.token_refresh_margin_secs),
             state: Mutex::new(None),
+            status: AtomicU8::new(TokenStatus::NotTried as u8),
             clock,
-            metrics,
         }
     }
 
@@ -146,6 +173,10 @@ impl TokenManager {
         Ok(out)
     }
 
+    pub(super) fn status(&self) -> TokenStatus {
+        TokenStatus::from_u8(self.status.load(Ordering::Relaxed))
+    }
+
     /// Forgets the token of `generation`, unless another task already replaced it.
     pub(super) async fn discard(&self, generation: u64) {
         let mut state = self.state.lock().await;
@@ -161,9 +192,23 @@ impl TokenManager {
         http: &HttpUpstream,
         params: &[(&str, &str)],
     ) -> Result<TokenDto, UpstreamError> {
-        self.metrics.token_call();
+        let result = self.exchange(http, params).await;
+        let status = match &result {
+            Ok(_) => TokenStatus::Obtained,
+            Err(err) if err.kind == UpstreamErrorKind::AuthFailed => TokenStatus::Refused,
+            Err(_) => TokenStatus::Failed,
+        };
+        self.status.store(status as u8, Ordering::Relaxed);
+        result
+    }
+
+    async fn exchange(
+        &self,
+        http: &HttpUpstream,
+        params: &[(&str, &str)],
+    ) -> Result<TokenDto, UpstreamError> {
         let answer = http
-            .send(Idempotency::Read, |client| {
+            .send(Idempotency::Read, TOKEN_ROUTE, |client| {
                 client
                     .post(self.url.clone())
                     .query(params)
@@ -261,16 +306,15 @@ mod tests {
             "secret",
         )
         .unwrap();
-        let metrics = Arc::new(Metrics::default());
         let http = HttpUpstream::new(
             Service::Totvs,
             settings.totvs.base_url.clone(),
             &settings.upstream,
-            metrics.clone(),
+            Arc::default(),
         )
         .unwrap();
         let clock = Clock::manual();
-        let tokens = TokenManager::new(&http, &settings, metrics, clock.clone());
+        let tokens = TokenManager::new(&http, &settings, clock.clone());
         (server, http, tokens, clock)
     }
 
@@ -335,5 +379,24 @@ mod tests {
         assert_eq!(bearer(&http, &tokens).await, "Bearer first");
         clock.advance(MS);
         assert_eq!(bearer(&http, &tokens).await, "Bearer second");
+    }
+
+    #[tokio::test]
+    async fn the_status_says_whether_a_token_was_obtained_or_refused() {
+        let (server, http, tokens, _clock) = tokens(3600).await;
+        assert_eq!(tokens.status(), TokenStatus::NotTried);
+
+        bearer(&http, &tokens).await;
+        assert_eq!(tokens.status(), TokenStatus::Obtained);
+
+        server.reset().await;
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(401))
+            .mount(&server)
+            .await;
+        let (_, generation) = tokens.bearer(&http).await.unwrap();
+        tokens.discard(generation).await;
+        assert!(tokens.bearer(&http).await.is_err());
+        assert_eq!(tokens.status(), TokenStatus::Refused);
     }
 }
