@@ -4,6 +4,9 @@
 //! `MOSIA_TOKEN`, `TOTVS_BASE_URL`, `TOTVS_USERNAME`, `TOTVS_PASSWORD`); everything else has a
 //! default and may be overridden by the TOML file named by `CONFIG_FILE`. Environment variables
 //! win over the file. A missing or malformed setting is one [`ConfigError`] whose message names it.
+//! `REDIS_URL` (optional) lets replicas share a Redis tier; see [`RedisSettings`].
+
+mod fleet;
 
 use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
 
@@ -13,6 +16,8 @@ use figment::{
 };
 use serde::{Deserialize, Serialize};
 use url::Url;
+
+pub use fleet::RedisSettings;
 
 /// Why the settings could not be read. The message is one line that names the setting.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +64,7 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub csrf: CsrfSettings,
     pub rate_limit: RateLimitSettings,
+    pub redis: RedisSettings,
 }
 
 #[derive(Clone, Debug)]
@@ -286,6 +292,7 @@ struct RawSettings {
     auth: RawAuth,
     csrf: CsrfSettings,
     rate_limit: RateLimitSettings,
+    redis: RedisSettings,
 }
 
 /// `AUTH_*`: who may call. Deploy-critical, so flat environment names.
@@ -314,7 +321,7 @@ struct RawTotvs {
     password: Option<Secret>,
 }
 
-const ENV_KEYS: [(&str, &str); 11] = [
+const ENV_KEYS: [(&str, &str); 12] = [
     ("AUTH_JWT_SECRET", "auth.jwt_secret"),
     ("AUTH_JWKS_URL", "auth.jwks_url"),
     ("AUTH_ISSUER", "auth.issuer"),
@@ -326,6 +333,7 @@ const ENV_KEYS: [(&str, &str); 11] = [
     ("TOTVS_BASE_URL", "totvs.base_url"),
     ("TOTVS_USERNAME", "totvs.username"),
     ("TOTVS_PASSWORD", "totvs.password"),
+    ("REDIS_URL", "redis.url"),
 ];
 
 pub const DEFAULT_LISTEN_ADDR: &str = "127.0.0.1:8080";
@@ -393,6 +401,7 @@ impl Settings {
             auth: auth_settings(raw.auth)?,
             csrf: raw.csrf,
             rate_limit: raw.rate_limit,
+            redis: raw.redis.checked()?,
         };
         settings.rate_limit.validate()?;
         settings.csrf.header_names()?;

@@ -21,6 +21,10 @@ pub struct Metrics {
     mutations_deduplicated: AtomicU64,
     mosia_items_dropped: AtomicU64,
     totvs_items_dropped: AtomicU64,
+    fleet_hits: AtomicU64,
+    redis_errors: AtomicU64,
+    redis_degraded_total: AtomicU64,
+    redis_degraded: AtomicU64,
 }
 
 /// A copy of the counters at one moment.
@@ -37,6 +41,11 @@ pub struct MetricsSnapshot {
     pub mutations_deduplicated: u64,
     pub mosia_items_dropped: u64,
     pub totvs_items_dropped: u64,
+    pub fleet_hits: u64,
+    pub redis_errors: u64,
+    pub redis_degraded_total: u64,
+    /// 1 while the Redis tier is degraded, else 0.
+    pub redis_degraded: u64,
 }
 
 impl Metrics {
@@ -78,6 +87,22 @@ impl Metrics {
         self.mutations_deduplicated.fetch_add(1, Relaxed);
     }
 
+    /// Reads answered from the fleet's Redis tier instead of upstream.
+    pub(crate) fn fleet_hit(&self) {
+        self.fleet_hits.fetch_add(1, Relaxed);
+    }
+    /// Redis commands that failed, timed out or were refused.
+    pub(crate) fn redis_error(&self) {
+        self.redis_errors.fetch_add(1, Relaxed);
+    }
+    /// The Redis tier went from up to degraded.
+    pub(crate) fn redis_degraded(&self) {
+        self.redis_degraded_total.fetch_add(1, Relaxed);
+    }
+    pub(crate) fn set_redis_degraded(&self, degraded: bool) {
+        self.redis_degraded.store(u64::from(degraded), Relaxed);
+    }
+
     pub fn snapshot(&self) -> MetricsSnapshot {
         MetricsSnapshot {
             mosia_calls: self.mosia_calls.load(Relaxed),
@@ -91,13 +116,17 @@ impl Metrics {
             mutations_deduplicated: self.mutations_deduplicated.load(Relaxed),
             mosia_items_dropped: self.mosia_items_dropped.load(Relaxed),
             totvs_items_dropped: self.totvs_items_dropped.load(Relaxed),
+            fleet_hits: self.fleet_hits.load(Relaxed),
+            redis_errors: self.redis_errors.load(Relaxed),
+            redis_degraded_total: self.redis_degraded_total.load(Relaxed),
+            redis_degraded: self.redis_degraded.load(Relaxed),
         }
     }
 
     /// The counters in the Prometheus text exposition format.
     pub fn render_prometheus(&self) -> String {
         let s = self.snapshot();
-        let rows: [(&str, &str, &str, u64); 11] = [
+        let rows: [(&str, &str, &str, u64); 14] = [
             (
                 "protocol_graph_upstream_calls_total",
                 "service=\"mosia\"",
@@ -164,6 +193,24 @@ impl Metrics {
                 "",
                 s.totvs_items_dropped,
             ),
+            (
+                "protocol_graph_fleet_hits_total",
+                "",
+                "Reads answered from the fleet's shared Redis tier.",
+                s.fleet_hits,
+            ),
+            (
+                "protocol_graph_redis_errors_total",
+                "",
+                "Redis commands that failed, timed out or were refused (each a cache miss or a dropped write).",
+                s.redis_errors,
+            ),
+            (
+                "protocol_graph_redis_degraded_total",
+                "",
+                "Times the Redis tier went from up to degraded.",
+                s.redis_degraded_total,
+            ),
         ];
         let mut out = String::new();
         for (name, labels, help, value) in rows {
@@ -176,6 +223,12 @@ impl Metrics {
                 let _ = writeln!(out, "{name}{{{labels}}} {value}");
             }
         }
+        // A gauge, unlike the rows above.
+        let _ = writeln!(
+            out,
+            "# HELP protocol_graph_redis_degraded 1 while the Redis tier is slow or down (local caches serve).\n# TYPE protocol_graph_redis_degraded gauge\nprotocol_graph_redis_degraded {}",
+            s.redis_degraded
+        );
         out
     }
 }

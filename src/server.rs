@@ -19,6 +19,7 @@ use tower_http::{
     trace::TraceLayer,
 };
 
+pub use crate::upstream::RedisState;
 use crate::{
     auth::Caller,
     config::Settings,
@@ -60,6 +61,7 @@ pub struct Application {
     listener: TcpListener,
     router: Router,
     metrics: Arc<Metrics>,
+    upstreams: Arc<Upstreams>,
 }
 
 impl Application {
@@ -67,9 +69,10 @@ impl Application {
     pub async fn build(settings: Settings) -> Result<Self, StartError> {
         let metrics = Arc::new(Metrics::default());
         let upstreams = Arc::new(Upstreams::new(&settings, metrics.clone())?);
+        upstreams.warm_up().await;
         let schema = graphql::build_schema(&settings.server, Some(upstreams.clone()));
         let state = AppState {
-            executor: Executor::new(schema, upstreams, &settings),
+            executor: Executor::new(schema, upstreams.clone(), &settings),
             metrics: metrics.clone(),
             graphiql: settings.server.graphiql,
             graphiql_headers: settings.server.graphiql_headers.as_deref().map(Arc::from),
@@ -101,6 +104,7 @@ impl Application {
             listener,
             router,
             metrics,
+            upstreams,
         })
     }
 
@@ -108,6 +112,11 @@ impl Application {
         self.listener
             .local_addr()
             .expect("a bound listener has an address")
+    }
+
+    /// Whether this replica shares the fleet's Redis tier right now (`/readyz` detail).
+    pub fn redis_state(&self) -> RedisState {
+        self.upstreams.redis_state()
     }
 
     /// The counters `/metrics` shows.

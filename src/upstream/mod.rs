@@ -4,11 +4,15 @@
 //! [`cache::ResponseCache`] and then through a concrete client ([`mosia::MosiaClient`],
 //! [`totvs::TotvsClient`]); each mutation goes straight to TOTVS, at most once per caller and
 //! identical input in flight, and invalidates what it changed.
+//!
+//! With `REDIS_URL`, [`fleet::Fleet`] shares the cache, the mutation guard and the
+//! invalidations with the other replicas (DESIGN.md, "Fleet").
 
 pub(crate) mod cache;
 pub(crate) mod clock;
 pub(crate) mod decode;
 pub(crate) mod error;
+pub(crate) mod fleet;
 pub(crate) mod http;
 pub(crate) mod mosia;
 pub(crate) mod totvs;
@@ -26,6 +30,8 @@ use crate::{
 pub(crate) use cache::{Fetched, ResponseCache};
 use cache::{MutationGuard, MutationInput, MutationKey};
 pub(crate) use error::{Fault, UpstreamError, UpstreamErrorKind};
+use fleet::Fleet;
+pub use fleet::RedisState;
 pub(crate) use mosia::newest_of;
 
 /// The upstreams as the graph sees them: cached reads, guarded writes.
@@ -34,16 +40,36 @@ pub struct Upstreams {
     totvs: totvs::TotvsClient,
     cache: ResponseCache,
     mutations: MutationGuard,
+    fleet: Option<Arc<Fleet>>,
 }
 
 impl Upstreams {
+    /// The clients, the cache and the guard; with `REDIS_URL`, shared with the fleet (this
+    /// then needs a tokio runtime, and connects in the background).
     pub fn new(settings: &Settings, metrics: Arc<Metrics>) -> Result<Self, reqwest::Error> {
+        let fleet = Fleet::start(settings, metrics.clone());
         Ok(Self {
             mosia: mosia::MosiaClient::new(settings, metrics.clone())?,
             totvs: totvs::TotvsClient::new(settings, metrics.clone())?,
-            cache: ResponseCache::new(&settings.cache, metrics.clone()),
-            mutations: MutationGuard::new(&settings.cache, metrics),
+            cache: ResponseCache::new(&settings.cache, metrics.clone()).with_fleet(fleet.clone()),
+            mutations: MutationGuard::new(&settings.cache, metrics).with_fleet(fleet.clone()),
+            fleet,
         })
+    }
+
+    /// Waits briefly for Redis, when there is a fleet tier, so that the first requests share
+    /// it; a Redis still out of reach is only a degraded start.
+    pub async fn warm_up(&self) {
+        if let Some(fleet) = &self.fleet {
+            fleet.wait_until_up().await;
+        }
+    }
+
+    /// Whether the replicas share the Redis tier right now (for `/readyz`).
+    pub fn redis_state(&self) -> RedisState {
+        self.fleet
+            .as_ref()
+            .map_or(RedisState::Disabled, |fleet| fleet.state())
     }
 
     /// Mosia's newest `limit` service protocols of a beneficiary.
@@ -106,7 +132,8 @@ impl Upstreams {
             .await;
         if let Ok(changed) = &result {
             self.cache
-                .invalidate_protocol(&changed.subscriber_id, protocol);
+                .invalidate_everywhere(&changed.subscriber_id, protocol)
+                .await;
         }
         result
     }
@@ -127,7 +154,8 @@ impl Upstreams {
             .await;
         if let Ok(created) = &result {
             self.cache
-                .invalidate_protocol(&request.subscriber_id, &created.protocol);
+                .invalidate_everywhere(&request.subscriber_id, &created.protocol)
+                .await;
         }
         result
     }

@@ -4,6 +4,7 @@
 mod access;
 mod batching;
 mod errors;
+mod fleet;
 mod helpers;
 mod http;
 mod mutations;
