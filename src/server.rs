@@ -77,7 +77,11 @@ impl Application {
             graphiql: settings.server.graphiql,
             graphiql_headers: settings.server.graphiql_headers.as_deref().map(Arc::from),
         };
-        let gate = Arc::new(Gate::new(&settings, reqwest::Client::builder().build()?)?);
+        let gate = Arc::new(Gate::new(
+            &settings,
+            reqwest::Client::builder().build()?,
+            upstreams.fleet(),
+        )?);
         gate.warm_up().await;
         let graphql_route = get(graphql_get)
             .post(graphql_post)

@@ -65,6 +65,11 @@ impl Upstreams {
         }
     }
 
+    /// The fleet's shared tier, for the rate limits; none without `REDIS_URL`.
+    pub(crate) fn fleet(&self) -> Option<Arc<Fleet>> {
+        self.fleet.clone()
+    }
+
     /// Whether the replicas share the Redis tier right now (for `/readyz`).
     pub fn redis_state(&self) -> RedisState {
         self.fleet

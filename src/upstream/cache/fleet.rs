@@ -297,3 +297,107 @@ impl ResponseCache {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        model::{InteractionQuery, ProtocolQuery},
+        upstream::error::FaultDetail,
+    };
+
+    fn protocols_key() -> CacheKey {
+        CacheKey::Protocols {
+            subscriber_id: "00011008000027010".into(),
+            query: ProtocolQuery::first_page(),
+        }
+    }
+
+    fn entry(value: Value) -> Entry {
+        Entry {
+            value,
+            started: std::time::Instant::now(),
+            weight: 1_234,
+            stamp: None,
+        }
+    }
+
+    #[test]
+    fn an_answer_round_trips_through_its_stored_form() {
+        let page = AuthorizationProtocolPage {
+            items: vec![super::super::tests::authorization("41750520230601000030")],
+            has_next: true,
+            remaining_records: 3,
+            page: 1,
+            page_size: 20,
+        };
+        let stamp = Stamp {
+            epoch: Arc::from("e1"),
+            at_us: 42,
+        };
+        let bytes = encode(&entry(Value::Protocols(Arc::new(page.clone()))), &stamp).unwrap();
+
+        let (loaded, value) = decode(&protocols_key(), &bytes).unwrap();
+        assert_eq!(
+            (loaded.epoch.as_str(), loaded.at_us, loaded.bytes),
+            ("e1", 42, 1_234)
+        );
+        assert!(matches!(value, Value::Protocols(decoded) if *decoded == page));
+        // A value of another kind than the key names is refused, not served.
+        let interactions = CacheKey::Interactions(InteractionQuery {
+            protocol: "41750520230601000030".into(),
+            page: 1,
+            page_size: 20,
+        });
+        assert!(decode(&interactions, &bytes).is_none());
+        assert!(decode(&protocols_key(), b"{not json").is_none());
+    }
+
+    #[test]
+    fn a_remembered_404_keeps_its_status_and_totvs_fault() {
+        let fault = Fault {
+            code: Some("E004".into()),
+            message: Some("Protocolo nao encontrado".into()),
+            detailed_message: None,
+            details: vec![FaultDetail {
+                code: Some("1".into()),
+                message: Some("x".into()),
+                detailed_message: None,
+            }],
+        };
+        let err = UpstreamError::new(Service::Totvs, UpstreamErrorKind::NotFound)
+            .with_status(404)
+            .with_fault(Some(fault));
+        let stamp = Stamp {
+            epoch: Arc::from("e1"),
+            at_us: 1,
+        };
+        let bytes = encode(&entry(Value::NotFound(err.clone())), &stamp).unwrap();
+
+        let (_, value) = decode(&protocols_key(), &bytes).unwrap();
+        assert!(matches!(value, Value::NotFound(decoded) if decoded == err));
+    }
+
+    #[test]
+    fn a_list_depends_on_its_subscriber_and_every_protocol_it_shows() {
+        let page = AuthorizationProtocolPage {
+            items: vec![super::super::tests::authorization("41750520230601000030")],
+            has_next: false,
+            remaining_records: 0,
+            page: 1,
+            page_size: 20,
+        };
+        assert_eq!(
+            deps(&protocols_key(), Some(&Value::Protocols(Arc::new(page)))),
+            [
+                Mark::Subscriber("00011008000027010".into()),
+                Mark::Protocol("41750520230601000030".into())
+            ]
+        );
+        let latest = CacheKey::Latest {
+            unique_key: "13331584754".into(),
+            limit: 5,
+        };
+        assert!(deps(&latest, None).is_empty());
+    }
+}

@@ -20,6 +20,9 @@
 
 mod dedupe;
 mod keys;
+mod ratelimit;
+#[cfg(test)]
+mod tests;
 mod tier;
 
 use std::{
@@ -38,6 +41,7 @@ use redis::{
 
 use crate::{config::Settings, metrics::Metrics};
 pub(crate) use keys::Mark;
+pub(crate) use ratelimit::Rate;
 pub(crate) use tier::{LeaseOutcome, Slot, Stamp, View};
 
 /// Whether replicas share the Redis tier right now; what `/readyz` reports.

@@ -32,6 +32,18 @@ pub(crate) struct View {
 }
 
 impl View {
+    /// A view as a check would have answered it.
+    #[cfg(test)]
+    pub(crate) fn answered(epoch: &str, now_us: u64, marks: &[(Mark, u64)]) -> View {
+        View {
+            epoch: Arc::from(epoch),
+            now_us,
+            taken: Instant::now(),
+            marks: marks.iter().cloned().collect(),
+            value: None,
+        }
+    }
+
     /// A copy to add marks to, without the shared value.
     pub(crate) fn without_value(&self) -> View {
         View {

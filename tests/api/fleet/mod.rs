@@ -2,6 +2,7 @@
 //! stopped by the tests; `.ci/run` installs it): what the fleet shares, counted at the fake
 //! upstreams, and what a slow, stopped or restarted Redis costs the clients (nothing).
 
+mod limits;
 mod outages;
 mod reads;
 mod writes;
