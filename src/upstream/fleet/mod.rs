@@ -18,6 +18,7 @@
 //! degraded, after which every read is a miss and every write is dropped (marks are kept to
 //! replay) until a background probe gets an answer again.
 
+mod batch;
 mod dedupe;
 mod keys;
 mod ratelimit;
@@ -90,6 +91,10 @@ pub(crate) struct Fleet {
     /// Bumped whenever the epoch changes; caches compare it to drop their entries.
     generation: AtomicU64,
     pending_marks: Mutex<VecDeque<Vec<Mark>>>,
+    /// Checks waiting to share the next round trip.
+    batches: batch::Queue,
+    /// This handle, for the tasks that flush those checks.
+    me: Weak<Fleet>,
     metrics: Arc<Metrics>,
 }
 
@@ -126,7 +131,7 @@ impl Fleet {
         .into_iter()
         .max()
         .unwrap_or_default();
-        let fleet = Arc::new(Self {
+        let fleet = Arc::new_cyclic(|me| Self {
             conn: RwLock::new(conn),
             client,
             manager_config,
@@ -141,6 +146,8 @@ impl Fleet {
             epoch: Mutex::new(None),
             generation: AtomicU64::new(0),
             pending_marks: Mutex::new(VecDeque::new()),
+            batches: batch::Queue::default(),
+            me: me.clone(),
             metrics,
         });
         fleet.metrics.set_redis_degraded(true);

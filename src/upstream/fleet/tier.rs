@@ -145,54 +145,42 @@ fn millis(duration: Duration) -> u64 {
 }
 
 impl Fleet {
-    /// The check a read makes before serving a local entry, in one round trip: Redis's time,
-    /// the epoch, the marks of `deps`, and the shared value of `slot` when given. `None` while
-    /// the tier is degraded: the read then follows the single-process rules.
+    /// The check a read makes before serving a local entry: Redis's time, the epoch, the
+    /// marks of `deps`, and the shared value of `slot` when given, in one round trip shared
+    /// with the reads running at the same moment. `None` while the tier is degraded: the read
+    /// then follows the single-process rules.
     pub(crate) async fn check(
         &self,
         deps: &[Mark],
         slot: Option<&Slot>,
         taken: impl FnOnce() -> Instant,
     ) -> Option<View> {
-        let mut pipe = redis::pipe();
-        pipe.cmd("TIME").cmd("MGET").arg(keys::EPOCH);
-        for mark in deps {
-            pipe.arg(mark.key());
-        }
-        if let Some(slot) = slot {
-            pipe.cmd("GET").arg(&slot.value);
-        }
-        let pipe = &pipe;
-        let answer = self
-            .run("check", move |mut conn: ConnectionManager| async move {
-                if slot.is_some() {
-                    pipe.query_async::<((u64, u64), Vec<Option<String>>, Option<Vec<u8>>)>(
-                        &mut conn,
-                    )
-                    .await
-                } else {
-                    pipe.query_async::<((u64, u64), Vec<Option<String>>)>(&mut conn)
-                        .await
-                        .map(|(time, marks)| (time, marks, None))
-                }
-            })
-            .await?;
-        let ((secs, micros), mut found, value) = answer;
-        let taken = taken();
-        if found.len() != deps.len() + 1 {
+        if !self.is_up() {
             return None;
         }
-        let epoch = match found.remove(0) {
+        let marks = deps.iter().map(Mark::key).collect();
+        let answer = self
+            .batched(marks, slot.map(|slot| slot.value.clone()))
+            .await?;
+        let taken = taken();
+        let epoch = match answer.epoch {
             Some(epoch) => Arc::from(epoch),
             None => self.read_or_create_epoch(false).await?,
         };
         let epoch = self.adopt_epoch(epoch);
         Some(View {
             epoch,
-            now_us: secs.saturating_mul(1_000_000).saturating_add(micros),
+            now_us: answer.now_us,
             taken,
-            marks: deps.iter().cloned().zip(found).map(mark_time).collect(),
-            value: value.filter(|bytes| bytes.len() <= self.max_value_bytes),
+            marks: deps
+                .iter()
+                .cloned()
+                .zip(answer.marks)
+                .map(mark_time)
+                .collect(),
+            value: answer
+                .value
+                .filter(|bytes| bytes.len() <= self.max_value_bytes),
         })
     }
 

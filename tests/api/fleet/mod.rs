@@ -91,6 +91,24 @@ impl RedisServer {
     }
 }
 
+impl RedisServer {
+    /// How many times Redis has run `command` (from `INFO commandstats`).
+    pub async fn calls_of(&self, command: &str) -> u64 {
+        let client = redis::Client::open(self.url()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let prefix = format!("cmdstat_{command}:calls=");
+        info.lines()
+            .find_map(|line| line.strip_prefix(&prefix))
+            .and_then(|rest| rest.split(',').next())
+            .map_or(0, |calls| calls.parse().unwrap())
+    }
+}
+
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.stop();

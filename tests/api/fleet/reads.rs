@@ -7,7 +7,7 @@ use futures::future::join_all;
 use serde_json::json;
 use wiremock::{
     Mock, ResponseTemplate,
-    matchers::{method, path},
+    matchers::{method, path, path_regex},
 };
 
 use super::{RedisServer, calls, replica_settings, replicas};
@@ -231,4 +231,45 @@ async fn redis_holds_no_identifier_in_its_key_names() {
             assert!(!key.contains(identifier), "{key}");
         }
     }
+}
+
+#[tokio::test]
+async fn a_warm_query_checks_its_versions_in_one_round_trip_per_level() {
+    let redis = RedisServer::start().await;
+    let up = Upstreams::start().await;
+    let mut list = fixture("totvs/protocols.200.json");
+    let item = list["items"][0].clone();
+    list["items"] = (0..5)
+        .map(|n| {
+            let mut item = item.clone();
+            item["protocol"] = json!(format!("4175052023060100003{n}"));
+            item
+        })
+        .collect();
+    list_get()
+        .respond_with(ResponseTemplate::new(200).set_body_json(list))
+        .mount(&up.totvs)
+        .await;
+    Mock::given(method("GET"))
+        .and(path_regex(format!("{API}/protocols/[0-9]+/interactions")))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(fixture("totvs/interactions.200.json")),
+        )
+        .mount(&up.totvs)
+        .await;
+    let fleet = replicas(&up, &redis, 1).await;
+    let cold = fleet[0].query(LIST_AND_INTERACTIONS).await;
+    assert!(cold.get("errors").is_none(), "{cold}");
+
+    // Each check starts with Redis's TIME: count the checks of one warm query.
+    let before = redis.calls_of("time").await;
+    let warm = fleet[0].query(LIST_AND_INTERACTIONS).await;
+    let checks = redis.calls_of("time").await - before;
+
+    assert_eq!(warm, cold);
+    assert_eq!(fleet[0].counts().cache_hits, 6, "{:?}", fleet[0].counts());
+    assert_eq!(
+        checks, 2,
+        "the list's check, then one shared by its five protocols' interactions"
+    );
 }
