@@ -178,3 +178,83 @@ async fn a_replica_started_while_redis_is_down_shares_once_it_is_back() {
     assert_eq!(calls(&up.totvs, PROTOCOLS).await, 2);
     assert_eq!(b.counts().fleet_hits, 1);
 }
+
+/// A TCP proxy in front of Redis that a test can cut (every connection dropped, new ones
+/// refused) and restore: one replica loses Redis while the others keep it.
+struct Proxy {
+    url: String,
+    open: Arc<AtomicBool>,
+    links: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Proxy {
+    async fn start(redis: &RedisServer) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("redis://{}", listener.local_addr().unwrap());
+        let target = redis.url().trim_start_matches("redis://").to_owned();
+        let open = Arc::new(AtomicBool::new(true));
+        let links = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (accepting, held) = (open.clone(), links.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if !accepting.load(Ordering::SeqCst) {
+                    continue;
+                }
+                let target = target.clone();
+                let link = tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                held.lock().unwrap().push(link);
+            }
+        });
+        Self { url, open, links }
+    }
+
+    fn cut(&self) {
+        self.open.store(false, Ordering::SeqCst);
+        for link in self.links.lock().unwrap().drain(..) {
+            link.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.open.store(true, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test]
+async fn a_change_made_while_cut_off_from_redis_is_recorded_when_it_is_back() {
+    let redis = RedisServer::start().await;
+    let proxy = Proxy::start(&redis).await;
+    let up = documented_upstreams().await;
+    let a = TestApp::spawn(replica_settings(&up, &redis)).await;
+    let mut settings = replica_settings(&up, &redis);
+    settings.redis.url = Some(Secret::new(proxy.url.clone()));
+    settings.redis.command_timeout_ms = 200;
+    let b = TestApp::spawn(settings).await;
+    assert_eq!(b.counts().redis_degraded, 0);
+    a.query(LIST).await;
+
+    // B alone loses Redis, and changes the subscriber A holds a list of.
+    proxy.cut();
+    let attached = b
+        .query_with(
+            ATTACH,
+            json!({ "input": { "protocol": "41750520230620000004", "attachments": [{ "href": "https://files.example/a.pdf" }] } }),
+        )
+        .await;
+    assert!(attached.get("errors").is_none(), "{attached}");
+    assert_eq!(b.counts().redis_degraded, 1);
+
+    // B records the change as soon as it reaches Redis again (before it shares anything).
+    proxy.restore();
+    wait_until_shared(&b).await;
+    a.query(LIST).await;
+    assert_eq!(
+        calls(&up.totvs, PROTOCOLS).await,
+        2,
+        "A read the list again"
+    );
+}
