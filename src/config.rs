@@ -4,6 +4,9 @@
 //! `MOSIA_TOKEN`, `TOTVS_BASE_URL`, `TOTVS_USERNAME`, `TOTVS_PASSWORD`); everything else has a
 //! default and may be overridden by the TOML file named by `CONFIG_FILE`. Environment variables
 //! win over the file. A missing or malformed setting is one [`ConfigError`] whose message names it.
+//! `REDIS_URL` (optional) lets replicas share a Redis tier; see [`RedisSettings`].
+
+mod fleet;
 
 use std::{fmt, net::SocketAddr, path::PathBuf};
 
@@ -23,6 +26,7 @@ pub use tables::{
 };
 pub use upstream::UpstreamSettings;
 mod telemetry;
+pub use fleet::RedisSettings;
 pub use telemetry::TelemetrySettings;
 
 /// Why the settings could not be read. The message is one line that names the setting.
@@ -83,6 +87,7 @@ pub struct Settings {
     pub csrf: CsrfSettings,
     pub rate_limit: RateLimitSettings,
     pub persisted_queries: PersistedQueriesSettings,
+    pub redis: RedisSettings,
 }
 
 #[derive(Clone, Debug)]
@@ -136,6 +141,7 @@ struct RawSettings {
     csrf: CsrfSettings,
     rate_limit: RateLimitSettings,
     persisted_queries: PersistedQueriesSettings,
+    redis: RedisSettings,
 }
 
 /// `AUTH_*`: who may call. Deploy-critical, so flat environment names.
@@ -191,7 +197,7 @@ struct RawTotvs {
 /// The one variable the sandbox reads (beside `CONFIG_FILE`): where to listen.
 const SANDBOX_ENV_KEYS: [(&str, &str); 1] = [("LISTEN_ADDR", "listen_addr")];
 
-const ENV_KEYS: [(&str, &str); 11] = [
+const ENV_KEYS: [(&str, &str); 12] = [
     ("AUTH_JWT_SECRET", "auth.jwt_secret"),
     ("AUTH_JWKS_URL", "auth.jwks_url"),
     ("AUTH_ISSUER", "auth.issuer"),
@@ -203,6 +209,7 @@ const ENV_KEYS: [(&str, &str); 11] = [
     ("TOTVS_BASE_URL", "totvs.base_url"),
     ("TOTVS_USERNAME", "totvs.username"),
     ("TOTVS_PASSWORD", "totvs.password"),
+    ("REDIS_URL", "redis.url"),
 ];
 
 pub const DEFAULT_LISTEN_ADDR: &str = "127.0.0.1:8080";
@@ -306,6 +313,7 @@ impl Settings {
             csrf: raw.csrf,
             rate_limit: raw.rate_limit,
             persisted_queries: raw.persisted_queries,
+            redis: raw.redis.checked()?,
         };
         settings.rate_limit.validate()?;
         settings.csrf.header_names()?;

@@ -21,6 +21,7 @@ use crate::{
     csrf::Csrf,
     metrics::{Metrics, Refusal},
     ratelimit::{RateLimits, retry_after_secs},
+    upstream::fleet::Fleet,
 };
 
 /// The checks every `/graphql` request passes through.
@@ -33,16 +34,21 @@ pub(crate) struct Gate {
 }
 
 impl Gate {
+    /// The gate; its rate limits are fleet-wide when `fleet` is given.
     pub(crate) fn new(
         settings: &Settings,
         client: reqwest::Client,
         metrics: Arc<Metrics>,
+        fleet: Option<Arc<Fleet>>,
     ) -> Result<Self, ConfigError> {
         Ok(Self {
             csrf: Csrf::new(&settings.csrf)?,
             authenticator: Authenticator::new(&settings.auth, client)?,
             limits: (!settings.auth.disabled)
-                .then(|| RateLimits::new(&settings.rate_limit))
+                .then(|| {
+                    RateLimits::new(&settings.rate_limit)
+                        .map(|limits| limits.with_fleet(fleet, &settings.rate_limit))
+                })
                 .transpose()?,
             metrics,
         })
@@ -76,10 +82,10 @@ impl Gate {
             .and_then(|value| value.to_str().ok());
         let caller = match self.authenticator.authenticate(authorization).await {
             Ok(caller) => caller,
-            Err(err) => return Err(self.unauthenticated(ip, &err)),
+            Err(err) => return Err(self.unauthenticated(ip, &err).await),
         };
         if let Some(limits) = &self.limits
-            && let Err(wait) = limits.check_caller(&caller.sub)
+            && let Err(wait) = limits.check_caller_shared(&caller.sub).await
         {
             tracing::info!(target: "audit", sub = %caller.sub, outcome = "refused", reason = "rate_limited", "request");
             self.metrics.refusal(Refusal::RateLimited);
@@ -88,12 +94,12 @@ impl Gate {
         Ok(caller)
     }
 
-    fn unauthenticated(&self, ip: Option<IpAddr>, err: &AuthError) -> Response {
+    async fn unauthenticated(&self, ip: Option<IpAddr>, err: &AuthError) -> Response {
         tracing::info!(target: "audit", outcome = "refused", reason = err.reason(), ip = ?ip, "request");
         // Only failed authentications draw from the address's bucket: guessing tokens is
         // slowed down, callers with a valid token never are.
         if let (Some(limits), Some(ip)) = (&self.limits, ip)
-            && let Err(wait) = limits.check_failed_auth(ip)
+            && let Err(wait) = limits.check_failed_auth_shared(ip).await
         {
             self.metrics.refusal(Refusal::RateLimited);
             return rate_limited(wait);

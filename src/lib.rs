@@ -14,7 +14,8 @@
 //! - `graphql`: the schema, per-request DataLoaders and the driver that runs their batches,
 //!   argument checks, error codes, response field order.
 //! - `upstream`: the Mosia and TOTVS clients (wire types private to each), the TOTVS token
-//!   manager, the shared moka cache and the mutation guard.
+//!   manager, the shared moka cache and the mutation guard; with `REDIS_URL`, the fleet's
+//!   Redis tier under them (`upstream::fleet`).
 //! - [`auth`], [`csrf`], [`ratelimit`]: who the caller is and what it may touch, Apollo's CSRF
 //!   rule, and the per-caller and failed-authentication token buckets.
 //! - `model`: plain domain types (protocols, interactions, codes, dates) below both layers.

@@ -188,6 +188,10 @@ pub struct Metrics {
     breaker_opened: Family<ServiceLabel, Counter>,
     breaker_rejected: Family<ServiceLabel, Counter>,
     operation_names: Mutex<HashSet<String>>,
+    fleet_hits: Counter,
+    redis_errors: Counter,
+    redis_degraded_total: Counter,
+    redis_degraded: Gauge,
 }
 
 /// A copy of the counters at one moment.
@@ -212,6 +216,11 @@ pub struct MetricsSnapshot {
     pub totvs_breaker_opened: u64,
     pub mosia_breaker_rejected: u64,
     pub totvs_breaker_rejected: u64,
+    pub fleet_hits: u64,
+    pub redis_errors: u64,
+    pub redis_degraded_total: u64,
+    /// 1 while the Redis tier is degraded, else 0.
+    pub redis_degraded: u64,
 }
 
 impl Default for Metrics {
@@ -236,6 +245,10 @@ impl Default for Metrics {
             breaker_open: Family::default(),
             breaker_opened: Family::default(),
             breaker_rejected: Family::default(),
+            fleet_hits: Counter::default(),
+            redis_errors: Counter::default(),
+            redis_degraded_total: Counter::default(),
+            redis_degraded: Gauge::default(),
             operation_names: Mutex::default(),
         };
         metrics.register()
@@ -321,6 +334,26 @@ impl Metrics {
             prefixed("breaker_rejected"),
             "Upstream calls failed fast, unsent, because the breaker was open",
             self.breaker_rejected.clone(),
+        );
+        r.register(
+            prefixed("fleet_hits"),
+            "Reads answered from the fleet's shared Redis tier",
+            self.fleet_hits.clone(),
+        );
+        r.register(
+            prefixed("redis_errors"),
+            "Redis commands that failed, timed out or were refused (each a cache miss or a dropped write)",
+            self.redis_errors.clone(),
+        );
+        r.register(
+            prefixed("redis_degraded_transitions"),
+            "Times the Redis tier went from up to degraded",
+            self.redis_degraded_total.clone(),
+        );
+        r.register(
+            prefixed("redis_degraded"),
+            "1 while the Redis tier is slow or down (local caches serve)",
+            self.redis_degraded.clone(),
         );
         r.register(
             prefixed("cache_hits"),
@@ -467,6 +500,22 @@ impl Metrics {
         self.cache_bytes.get_or_create(&label).set(as_gauge(bytes));
     }
 
+    /// Reads answered from the fleet's Redis tier instead of upstream.
+    pub(crate) fn fleet_hit(&self) {
+        self.fleet_hits.inc();
+    }
+    /// Redis commands that failed, timed out or were refused.
+    pub(crate) fn redis_error(&self) {
+        self.redis_errors.inc();
+    }
+    /// The Redis tier went from up to degraded.
+    pub(crate) fn redis_degraded(&self) {
+        self.redis_degraded_total.inc();
+    }
+    pub(crate) fn set_redis_degraded(&self, degraded: bool) {
+        self.redis_degraded.set(i64::from(degraded));
+    }
+
     /// The upstream's breaker opened (from closed, or again after a failed probe).
     pub(crate) fn breaker_opened(&self, service: Service) {
         let label = ServiceLabel {
@@ -570,6 +619,10 @@ impl Metrics {
                 .breaker_rejected
                 .get_or_create(&label(Service::Totvs))
                 .get(),
+            fleet_hits: self.fleet_hits.get(),
+            redis_errors: self.redis_errors.get(),
+            redis_degraded_total: self.redis_degraded_total.get(),
+            redis_degraded: u64::try_from(self.redis_degraded.get()).unwrap_or(0),
         }
     }
 

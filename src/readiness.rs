@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use crate::{
     metrics::{BreakerState, Metrics},
     model::Service,
-    upstream::{TokenStatus, Upstreams},
+    upstream::{RedisState, TokenStatus, Upstreams},
 };
 
 pub(crate) struct Readiness {
@@ -48,7 +48,10 @@ impl Readiness {
 
     /// The hook for a dependency other than the two upstreams: `name` shows `state` in the
     /// body of `/readyz` until reported again.
-    #[allow(dead_code, reason = "the Redis tier reports here once it lands")]
+    #[allow(
+        dead_code,
+        reason = "a hook for dependencies beyond the upstreams and Redis"
+    )]
     pub(crate) fn report(&self, name: &'static str, state: &'static str) {
         self.lock().insert(name, state);
     }
@@ -74,6 +77,16 @@ impl Readiness {
             ("totvs", self.with_breaker(Service::Totvs, totvs)),
         ]);
         states.extend(self.lock().iter().map(|(k, v)| (*k, *v)));
+        // Redis is never a reason to answer 503: a degraded tier costs hit rate, not answers.
+        match self.upstreams.redis_state() {
+            RedisState::Disabled => {}
+            RedisState::Up => {
+                states.insert("redis", "ok");
+            }
+            RedisState::Degraded => {
+                states.insert("redis", "degraded");
+            }
+        }
         (
             status == "ready",
             json!({ "status": status, "upstreams": states }),

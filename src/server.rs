@@ -21,6 +21,7 @@ use tower_http::{
     trace::TraceLayer,
 };
 
+pub use crate::upstream::RedisState;
 use crate::{
     auth::Caller,
     config::Settings,
@@ -74,6 +75,7 @@ pub struct Application {
     limits: Limits,
     readiness: Arc<Readiness>,
     drain_delay: Duration,
+    upstreams: Arc<Upstreams>,
 }
 
 impl Application {
@@ -97,10 +99,13 @@ impl Application {
             &settings,
             reqwest::Client::builder().build()?,
             metrics.clone(),
+            upstreams.fleet(),
         )?);
         gate.warm_up().await;
         // In the background: the replica binds at once and says it is starting until then.
-        tokio::spawn(async move { upstreams.warm_up().await });
+        upstreams.wait_for_fleet().await;
+        let warming = upstreams.clone();
+        tokio::spawn(async move { warming.warm_up().await });
         let graphql_route = get(graphql_get)
             .post(graphql_post)
             .route_layer(axum::middleware::from_fn_with_state(gate, gate::gate));
@@ -141,6 +146,7 @@ impl Application {
             limits: Limits::from(&settings.server),
             readiness,
             drain_delay: Duration::from_millis(settings.server.drain_delay_ms),
+            upstreams,
         })
     }
 
@@ -148,6 +154,11 @@ impl Application {
         self.listener
             .local_addr()
             .expect("a bound listener has an address")
+    }
+
+    /// Whether this replica shares the fleet's Redis tier right now (`/readyz` detail).
+    pub fn redis_state(&self) -> RedisState {
+        self.upstreams.redis_state()
     }
 
     /// The counters `/metrics` shows.

@@ -1,9 +1,10 @@
 //! Mosia's service protocols (atendimentos) and the people on them.
 
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 
 /// A service protocol opened with the health plan's customer service.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceProtocol {
     pub number: String,
     pub occurrence_type: Code,
@@ -16,14 +17,14 @@ pub struct ServiceProtocol {
 }
 
 /// A code from the upstream's own tables, with its description in Portuguese.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Code {
     pub id: i32,
     pub description: String,
 }
 
 /// A person as Mosia names them.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Person {
     /// Without the `" - <uniqueKey>"` suffix Mosia sometimes appends.
     pub name: String,

@@ -7,6 +7,7 @@ mod bounds;
 mod conformance;
 mod connections;
 mod errors;
+mod fleet;
 mod helpers;
 mod hostile;
 mod http;

@@ -9,7 +9,12 @@
 //!
 //! Every one of those moments and ages is read from one [`Clock`], and freshness is decided
 //! at read time by it; moka's own expiry uses the same TTLs but only frees memory.
+//!
+//! With a fleet tier (`REDIS_URL`), a read first checks the fleet's epoch and marks (one
+//! round trip) and serves a local entry only when it is newer than them; a miss looks in
+//! Redis and then goes upstream under a fleet-wide lease (`fleet.rs`).
 
+mod fleet;
 mod mutation;
 #[cfg(test)]
 mod tests;
@@ -18,16 +23,18 @@ use std::{
     hash::Hash,
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
 
 use moka::{Expiry, future::Cache};
+use serde::Serialize;
 
 use super::{
     clock::Clock,
     error::{UpstreamError, UpstreamErrorKind},
+    fleet::{Fleet, Stamp, View},
     mosia,
 };
 use crate::{
@@ -62,7 +69,7 @@ impl<T> Clone for Fetched<T> {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 pub(crate) enum CacheKey {
     Latest {
         unique_key: String,
@@ -90,6 +97,9 @@ struct Entry {
     /// whether it can show a change, count from there.
     started: Instant,
     weight: u32,
+    /// The fleet's stamp of the same moment; `None` when fetched while Redis was out of reach
+    /// (such an entry serves only while it still is).
+    stamp: Option<Stamp>,
 }
 
 /// A type the cache can hold.
@@ -158,6 +168,10 @@ pub struct ResponseCache {
     /// When each protocol was last changed by a mutation.
     changed_protocols: moka::sync::Cache<String, Instant>,
     metrics: Arc<Metrics>,
+    /// The shared tier, when replicas share one.
+    fleet: Option<Arc<Fleet>>,
+    /// The fleet's epoch generation these entries belong to.
+    generation: AtomicU64,
 }
 
 /// Entries are weighed by body size plus this, for the key and bookkeeping.
@@ -219,7 +233,15 @@ impl ResponseCache {
             changed_subscribers: changes(),
             changed_protocols: changes(),
             metrics,
+            fleet: None,
+            generation: AtomicU64::new(0),
         }
+    }
+
+    /// The cache under a fleet's shared tier (none: one process alone).
+    pub(crate) fn with_fleet(mut self, fleet: Option<Arc<Fleet>>) -> Self {
+        self.fleet = fleet;
+        self
     }
 
     /// The cached answer for `key`, or the one `fetch` brings (shared with any concurrent
@@ -242,17 +264,42 @@ impl ResponseCache {
                 stale_for: None,
             });
         }
-        if let Some(entry) = self.current(&key).await {
-            self.metrics.cache_hit();
-            return answer(&entry);
+        let local = self.current(&key).await;
+        let mut view = self.view(&key, local.as_ref()).await;
+        self.read(key, local, &mut view, &fetch).await
+    }
+
+    /// A read of `key` after its fleet check: `local` (fresh and current by the local rules)
+    /// when the fleet allows it, else one shared fetch.
+    async fn read<T, F, Fut>(
+        &self,
+        key: CacheKey,
+        local: Option<Entry>,
+        view: &mut Option<View>,
+        fetch: &F,
+    ) -> Result<Fetched<T>, UpstreamError>
+    where
+        T: Cacheable,
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<Decoded<T>, UpstreamError>>,
+    {
+        if let Some(entry) = local {
+            if self.fleet_allows(&key, &entry, view).await {
+                self.metrics.cache_hit();
+                return answer(&entry);
+            }
+            self.fresh.invalidate(&key).await;
         }
-        let mut result = self.fetch_coalesced(&key, &fetch).await;
+        let prefetched = view.as_mut().and_then(|view| view.value.take());
+        let mut result = self
+            .fetch_coalesced(&key, fetch, view.as_ref(), prefetched)
+            .await;
         // A read that joined a fetch started before a mutation it must see: read once more.
         if let Ok((entry, false)) = &result
-            && !self.is_current(&key, entry)
+            && !(self.is_current(&key, entry) && self.fleet_allows(&key, entry, view).await)
         {
             self.fresh.invalidate(&key).await;
-            result = self.fetch_coalesced(&key, &fetch).await;
+            result = self.fetch_coalesced(&key, fetch, view.as_ref(), None).await;
         }
         let ran = matches!(result, Ok((_, true)));
         let result = result.map(|(entry, _)| entry);
@@ -274,7 +321,7 @@ impl ResponseCache {
             }
             Err(err) => {
                 if err.is_outage()
-                    && let Some(fetched) = self.stale_answer(&key).await
+                    && let Some(fetched) = self.stale_answer(&key, view).await
                 {
                     return Ok(fetched);
                 }
@@ -330,28 +377,44 @@ impl ResponseCache {
             unique_key: unique_key.into(),
             limit,
         };
+        if !self.enabled {
+            return self.get_or_fetch(key(limit), fetch).await;
+        }
+        let mut cached = Vec::new();
         for cached_limit in limit..=mosia::MAX_LIMIT {
-            if let Some(cached) = self.get_fresh(&key(cached_limit)).await
-                && let Some(value) = mosia::newest_of(&cached, cached_limit, limit)
+            if let Some(entry) = self.current(&key(cached_limit)).await {
+                cached.push((cached_limit, entry));
+            }
+        }
+        // Mosia's answers depend on no mark: the check is the epoch, and the shared value
+        // when nothing local can answer.
+        let mut view = self
+            .view(&key(limit), cached.first().map(|(_, entry)| entry))
+            .await;
+        let mut exact = None;
+        for (cached_limit, entry) in cached {
+            if !self
+                .fleet_allows(&key(cached_limit), &entry, &mut view)
+                .await
             {
+                self.fresh.invalidate(&key(cached_limit)).await;
+                continue;
+            }
+            if let Some(list) = <Vec<ServiceProtocol> as Cacheable>::unwrap(&entry.value)
+                && let Some(value) = mosia::newest_of(&list, cached_limit, limit)
+            {
+                self.metrics.cache_hit();
                 return Ok(Fetched {
                     value,
                     stale_for: None,
                 });
             }
+            if cached_limit == limit {
+                // A remembered 404 for exactly this limit answers as one.
+                exact = Some(entry);
+            }
         }
-        self.get_or_fetch(key(limit), fetch).await
-    }
-
-    /// The value cached for `key`, when it is fresh and current; never goes upstream.
-    async fn get_fresh<T: Cacheable>(&self, key: &CacheKey) -> Option<Arc<T>> {
-        if !self.enabled {
-            return None;
-        }
-        let entry = self.current(key).await?;
-        let value = T::unwrap(&entry.value)?;
-        self.metrics.cache_hit();
-        Some(value)
+        self.read(key(limit), exact, &mut view, &fetch).await
     }
 
     /// The entry for `key` from one upstream call shared by every concurrent caller, and
@@ -360,6 +423,8 @@ impl ResponseCache {
         &self,
         key: &CacheKey,
         fetch: &F,
+        view: Option<&View>,
+        prefetched: Option<Vec<u8>>,
     ) -> Result<(Entry, bool), UpstreamError>
     where
         T: Cacheable,
@@ -372,19 +437,9 @@ impl ResponseCache {
             .fresh
             .try_get_with(key.clone(), async {
                 ran.store(true, Ordering::Relaxed);
-                self.metrics.cache_miss();
-                match fetch().await {
-                    Ok(decoded) => Ok(Entry {
-                        value: T::wrap(Arc::new(decoded.value)),
-                        started,
-                        weight: weight(decoded.bytes),
-                    }),
-                    Err(err) if err.kind == UpstreamErrorKind::NotFound => Ok(Entry {
-                        value: Value::NotFound(err),
-                        started,
-                        weight: weight(0),
-                    }),
-                    Err(err) => Err(err),
+                match view {
+                    Some(view) => self.fill(key, fetch, view, prefetched, started).await,
+                    None => self.fetch_entry(fetch, started, None).await,
                 }
             })
             .await;
@@ -397,10 +452,47 @@ impl ResponseCache {
             .map_err(|err| UpstreamError::clone(&err))
     }
 
-    async fn stale_answer<T: Cacheable>(&self, key: &CacheKey) -> Option<Fetched<T>> {
+    /// The upstream's answer as an entry (a 404 too, briefly); other errors are not kept.
+    async fn fetch_entry<T, F, Fut>(
+        &self,
+        fetch: &F,
+        started: Instant,
+        stamp: Option<Stamp>,
+    ) -> Result<Entry, UpstreamError>
+    where
+        T: Cacheable,
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<Decoded<T>, UpstreamError>>,
+    {
+        self.metrics.cache_miss();
+        match fetch().await {
+            Ok(decoded) => Ok(Entry {
+                value: T::wrap(Arc::new(decoded.value)),
+                started,
+                weight: weight(decoded.bytes),
+                stamp,
+            }),
+            Err(err) if err.kind == UpstreamErrorKind::NotFound => Ok(Entry {
+                value: Value::NotFound(err),
+                started,
+                weight: weight(0),
+                stamp,
+            }),
+            Err(err) => Err(err),
+        }
+    }
+
+    async fn stale_answer<T: Cacheable>(
+        &self,
+        key: &CacheKey,
+        view: &mut Option<View>,
+    ) -> Option<Fetched<T>> {
         let entry = self.stale.as_ref()?.get(key).await?;
         let age = self.clock.since(entry.started);
-        if age > self.stale_for || !self.is_current(key, &entry) {
+        if age > self.stale_for
+            || !self.is_current(key, &entry)
+            || !self.fleet_allows(key, &entry, view).await
+        {
             return None;
         }
         let value = T::unwrap(&entry.value)?;
