@@ -119,7 +119,7 @@ pub(crate) async fn gate(
     mut request: Request,
     next: Next,
 ) -> Response {
-    if is_graphiql_page(&request) {
+    if crate::graphiql::is_page_request(&request) {
         // The page holds no data; its own requests carry the token pasted into it.
         return next.run(request).await;
     }
@@ -140,19 +140,6 @@ pub(crate) async fn gate(
         }
         Err(refusal) => refusal,
     }
-}
-
-fn is_graphiql_page(request: &Request) -> bool {
-    request.method() == axum::http::Method::GET
-        && request
-            .headers()
-            .get(header::ACCEPT)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|accept| accept.contains("text/html"))
-        && !request
-            .uri()
-            .query()
-            .is_some_and(|q| q.split('&').any(|pair| pair.starts_with("query=")))
 }
 
 fn rate_limited(wait: std::time::Duration) -> Response {

@@ -18,12 +18,16 @@ use std::{
 };
 
 use prometheus_client::{
-    encoding::{EncodeLabelSet, prometheus_text},
+    encoding::prometheus_text,
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::{Registry, Unit},
 };
 
 use crate::model::Service;
+
+mod labels;
+use labels::{BreakerLabels, ReasonLabel, RequestLabels, ServiceLabel, TierLabel, UpstreamLabels};
+pub(crate) use labels::{BreakerState, Refusal, Series};
 
 /// Distinct operation names kept as label values; later names count as `other`.
 pub(crate) const MAX_OPERATION_NAMES: usize = 100;
@@ -32,132 +36,6 @@ const MAX_OPERATION_NAME_LEN: usize = 64;
 const DURATION_BUCKETS: [f64; 13] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 30.0,
 ];
-
-/// Which series an upstream call counts in: token calls apart from the resource calls of TOTVS,
-/// so that `service="totvs"` is what the graph asked TOTVS for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Series {
-    Mosia,
-    Totvs,
-    TotvsToken,
-}
-
-impl Series {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Series::Mosia => "mosia",
-            Series::Totvs => "totvs",
-            Series::TotvsToken => "totvs_token",
-        }
-    }
-}
-
-impl From<Service> for Series {
-    fn from(service: Service) -> Self {
-        match service {
-            Service::Mosia => Series::Mosia,
-            Service::Totvs => Series::Totvs,
-        }
-    }
-}
-
-/// Why a request was refused, as `protocol_graph_refusals_total{reason}` names it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Refusal {
-    Csrf,
-    Unauthenticated,
-    Forbidden,
-    RateLimited,
-    CostEstimated,
-    CostActual,
-}
-
-impl Refusal {
-    const ALL: [Refusal; 6] = [
-        Refusal::Csrf,
-        Refusal::Unauthenticated,
-        Refusal::Forbidden,
-        Refusal::RateLimited,
-        Refusal::CostEstimated,
-        Refusal::CostActual,
-    ];
-    fn as_str(self) -> &'static str {
-        match self {
-            Refusal::Csrf => "csrf",
-            Refusal::Unauthenticated => "unauthenticated",
-            Refusal::Forbidden => "forbidden",
-            Refusal::RateLimited => "rate_limited",
-            Refusal::CostEstimated => "cost_estimated",
-            Refusal::CostActual => "cost_actual",
-        }
-    }
-}
-
-/// A circuit breaker's state, as the breaker reports it through [`Metrics::breaker_state`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) enum BreakerState {
-    #[default]
-    Closed,
-    HalfOpen,
-    Open,
-}
-
-impl BreakerState {
-    const ALL: [BreakerState; 3] = [
-        BreakerState::Closed,
-        BreakerState::HalfOpen,
-        BreakerState::Open,
-    ];
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            BreakerState::Closed => "closed",
-            BreakerState::HalfOpen => "half_open",
-            BreakerState::Open => "open",
-        }
-    }
-    fn from_u8(value: u8) -> Self {
-        match value {
-            1 => BreakerState::HalfOpen,
-            2 => BreakerState::Open,
-            _ => BreakerState::Closed,
-        }
-    }
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ServiceLabel {
-    service: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct UpstreamLabels {
-    service: &'static str,
-    route: &'static str,
-    status: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RequestLabels {
-    operation: String,
-    r#type: &'static str,
-    outcome: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ReasonLabel {
-    reason: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct TierLabel {
-    tier: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct BreakerLabels {
-    service: &'static str,
-    state: &'static str,
-}
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
