@@ -511,6 +511,12 @@ impl Metrics {
             // Writing to a String cannot fail; say so in the text rather than panic.
             let _ = writeln!(out, "# encoding failed");
         }
+        // The log writer is the process's, not this app's: one counter for all.
+        let _ = writeln!(
+            out,
+            "# HELP protocol_graph_log_lines_dropped Log lines (audit lines included) dropped because the log queue was full.\n# TYPE protocol_graph_log_lines_dropped counter\nprotocol_graph_log_lines_dropped_total {}",
+            crate::telemetry::dropped_log_lines()
+        );
         out
     }
 

@@ -49,6 +49,19 @@ pub enum TelemetryError {
 #[must_use = "dropping it stops the span export"]
 pub struct Telemetry {
     provider: Option<SdkTracerProvider>,
+    /// Flushes the log lines still queued when dropped.
+    log_writer: Option<tracing_appender::non_blocking::WorkerGuard>,
+}
+
+/// Log lines the non-blocking writer dropped because its queue was full.
+static DROPPED_LOG_LINES: std::sync::OnceLock<tracing_appender::non_blocking::ErrorCounter> =
+    std::sync::OnceLock::new();
+
+/// How many log lines (audit lines included) were dropped under overload so far.
+pub fn dropped_log_lines() -> u64 {
+    DROPPED_LOG_LINES.get().map_or(0, |counter| {
+        u64::try_from(counter.dropped_lines()).unwrap_or(u64::MAX)
+    })
 }
 
 impl Telemetry {
@@ -71,10 +84,21 @@ impl Drop for Telemetry {
     }
 }
 
+/// Log lines queued for stdout before new ones are dropped.
+const LOG_QUEUE_LINES: usize = 65_536;
+
 /// Installs the process-wide subscriber, logging to stdout (colours only on a terminal).
 pub fn init(settings: &TelemetrySettings, format: LogFormat) -> Result<Telemetry, TelemetryError> {
     let ansi = std::io::stdout().is_terminal();
-    let (dispatch, telemetry) = dispatch(settings, format, std::io::stdout, ansi)?;
+    // A request never waits on stdout (a slow `docker logs` reader, a full pipe): lines go
+    // through a bounded queue, and past it they are dropped and counted, never blocking.
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(LOG_QUEUE_LINES)
+        .finish(std::io::stdout());
+    let _ = DROPPED_LOG_LINES.set(writer.error_counter());
+    let (dispatch, mut telemetry) = dispatch(settings, format, writer, ansi)?;
+    telemetry.log_writer = Some(guard);
     tracing::dispatcher::set_global_default(dispatch)
         .map_err(|_| TelemetryError::AlreadyInstalled)?;
     Ok(telemetry)
@@ -125,7 +149,13 @@ where
             )
     });
     let subscriber = Registry::default().with(logs).with(traces);
-    Ok((Dispatch::new(subscriber), Telemetry { provider }))
+    Ok((
+        Dispatch::new(subscriber),
+        Telemetry {
+            provider,
+            log_writer: None,
+        },
+    ))
 }
 
 fn tracer_provider(

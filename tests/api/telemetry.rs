@@ -307,3 +307,60 @@ async fn traceparent_goes_upstream_only_when_tracing_is_on() {
     let response = app.query(LIST).await;
     assert!(response.get("errors").is_none(), "{response}");
 }
+
+#[tokio::test]
+async fn audit_lines_name_the_caller_keys_and_outcome_but_no_name_token_or_health_content() {
+    use protocol_graph::{auth::ClaimsBuilder, config::Secret};
+    const SECRET: &str = "an-audit-test-secret-of-32-bytes!!";
+    let (lines, _telemetry, _guard) = subscribe(&TelemetrySettings::default());
+    let up = Upstreams::start().await;
+    up.mosia_documented(1).await;
+    let app = up
+        .app_with(|settings| {
+            settings.auth.disabled = false;
+            settings.auth.jwt_secret = Some(Secret::new(SECRET));
+        })
+        .await;
+    let staff = ClaimsBuilder::new("staff-7").staff().mint_hs256(SECRET);
+    let other = ClaimsBuilder::new("beneficiary-9")
+        .unique_key("28476190350")
+        .mint_hs256(SECRET);
+    for token in [&staff, &staff, &other] {
+        let response = app.post_as(token, &json!({ "query": LATEST })).await;
+        assert_eq!(response.status(), 200);
+    }
+
+    let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+    let audit: Vec<Value> = text
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|line| line["target"] == "audit")
+        .collect();
+    let allowed: Vec<&Value> = audit
+        .iter()
+        .filter(|l| l["fields"]["outcome"] == "allowed")
+        .collect();
+    let refused: Vec<&Value> = audit
+        .iter()
+        .filter(|l| l["fields"]["outcome"] == "refused")
+        .collect();
+    // Both staff reads are audited, the second (a cache hit) too, and the refusal.
+    assert_eq!(allowed.len(), 2, "{text}");
+    assert_eq!(refused.len(), 1, "{text}");
+    assert_eq!(allowed[0]["fields"]["sub"], "staff-7");
+    assert_eq!(allowed[0]["fields"]["unique_key"], "13331584754");
+    assert_eq!(refused[0]["fields"]["sub"], "beneficiary-9");
+    for line in &audit {
+        let line = line.to_string();
+        for secret in [
+            staff.as_str(),
+            other.as_str(),
+            "Patrick",
+            "PATRICK",
+            "Cabral",
+            "Atendimento",
+        ] {
+            assert!(!line.contains(secret), "{secret} in an audit line: {line}");
+        }
+    }
+}
