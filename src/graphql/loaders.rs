@@ -39,7 +39,7 @@ use crate::{
         AuthorizationProtocolPage, InteractionPage, InteractionQuery, ProtocolQuery, Service,
         ServiceProtocol,
     },
-    upstream::{Fetched, UpstreamError, Upstreams, newest_of},
+    upstream::{Fetched, UpstreamError, Upstreams},
 };
 
 type Loaded<T> = Result<Arc<T>, LoadError>;
@@ -372,7 +372,7 @@ impl Loader<LatestKey> for MosiaLoader {
             .filter_map(|key| {
                 let (answered, loaded) = by_beneficiary.get(key.unique_key.as_str())?;
                 let value = match loaded {
-                    Ok(answer) => Ok(newest_of(answer, *answered, key.limit)?),
+                    Ok(answer) => Ok(crate::model::newest_of(answer, *answered, key.limit)?),
                     Err(err) => Err(err.clone()),
                 };
                 Some((key.clone(), value))

@@ -20,7 +20,9 @@ pub use authorization::{
     AuthorizationProtocol, AuthorizationProtocolPage, AuthorizationRequest, AuthorizationStatus,
     AuthorizationType, Interaction, InteractionPage, InteractionQuery, Professional, ProtocolQuery,
 };
-pub use service::{Code, Person, ServiceProtocol, strip_key_suffix};
+#[cfg(test)]
+pub(crate) use service::sample_protocols;
+pub use service::{Code, Person, ServiceProtocol, newest_of, strip_key_suffix};
 
 /// Which upstream a call, an error or a metric belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -36,7 +36,7 @@ use cache::{MutationGuard, MutationInput, MutationKey};
 pub(crate) use error::{Fault, UpstreamError, UpstreamErrorKind};
 use fleet::Fleet;
 pub use fleet::RedisState;
-pub(crate) use mosia::newest_of;
+
 pub(crate) use totvs::TokenStatus;
 
 /// The upstreams as the graph sees them: cached reads, guarded writes.

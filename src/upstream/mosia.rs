@@ -33,28 +33,6 @@ const LATEST_ROUTE: Route = Route {
     template: "/clientes/ocorrencias/ultimosProtocolos",
 };
 
-/// The answer for `limit` taken from Mosia's answer for `answered`, when it holds it.
-///
-/// Mosia answers newest first, so its answer for a limit starts with its answer for every
-/// smaller one: the answer for `limit <= answered` is the first `limit` items. Every reuse of
-/// an answer for another limit (one request's loads, the cache across requests) goes through
-/// here, so the rule has one home.
-pub(crate) fn newest_of(
-    answer: &Arc<Vec<ServiceProtocol>>,
-    answered: u8,
-    limit: u8,
-) -> Option<Arc<Vec<ServiceProtocol>>> {
-    if limit > answered {
-        return None;
-    }
-    let limit = usize::from(limit);
-    Some(if answer.len() > limit {
-        Arc::new(answer[..limit].to_vec())
-    } else {
-        answer.clone()
-    })
-}
-
 pub(crate) struct MosiaClient {
     pub(super) http: HttpUpstream,
     token: HeaderValue,
@@ -265,58 +243,5 @@ impl From<PersonDto> for Person {
             name: strip_key_suffix(&name, &dto.chave_unica).to_owned(),
             unique_key: dto.chave_unica,
         }
-    }
-}
-
-#[cfg(test)]
-pub(super) mod tests {
-    use super::*;
-
-    /// `count` protocols, newest first, as Mosia would answer them.
-    pub(crate) fn protocols(count: usize) -> Vec<ServiceProtocol> {
-        let person = Person {
-            name: "HERNANDES".into(),
-            unique_key: "13331584754".into(),
-        };
-        let code = Code {
-            id: 1,
-            description: "Aberto".into(),
-        };
-        (0..count)
-            .map(|i| ServiceProtocol {
-                number: format!("p{i}"),
-                occurrence_type: code.clone(),
-                status: code.clone(),
-                subject: None,
-                registered_at: chrono::DateTime::UNIX_EPOCH,
-                updated_at: None,
-                beneficiary: person.clone(),
-                requester: person.clone(),
-            })
-            .collect()
-    }
-
-    #[test]
-    fn an_answer_for_a_limit_serves_a_smaller_one_as_its_first_items() {
-        let ten = Arc::new(protocols(10));
-
-        let three = newest_of(&ten, 10, 3).unwrap();
-
-        assert_eq!(*three, ten[..3]);
-    }
-
-    #[test]
-    fn a_short_answer_serves_a_smaller_limit_whole() {
-        let two = Arc::new(protocols(2));
-
-        assert!(Arc::ptr_eq(&newest_of(&two, 10, 5).unwrap(), &two));
-    }
-
-    #[test]
-    fn an_answer_never_serves_a_larger_limit() {
-        let three = Arc::new(protocols(3));
-
-        assert_eq!(newest_of(&three, 3, 5), None);
-        assert_eq!(*newest_of(&three, 3, 3).unwrap(), *three);
     }
 }

@@ -401,7 +401,7 @@ impl ResponseCache {
                 continue;
             }
             if let Some(list) = <Vec<ServiceProtocol> as Cacheable>::unwrap(&entry.value)
-                && let Some(value) = mosia::newest_of(&list, cached_limit, limit)
+                && let Some(value) = crate::model::newest_of(&list, cached_limit, limit)
             {
                 self.metrics.cache_hit();
                 return Ok(Fetched {
