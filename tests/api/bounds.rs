@@ -248,3 +248,50 @@ async fn an_open_breaker_still_lets_a_stale_answer_stand_in() {
         .await;
     assert_eq!(codes(&other), ["UPSTREAM_UNAVAILABLE"]);
 }
+
+#[tokio::test]
+async fn a_64_kib_document_of_aliases_is_refused_before_any_upstream_call() {
+    let up = Upstreams::start().await;
+    // Neither upstream may hear a thing: no list, no interactions, no beneficiary.
+    wiremock::Mock::given(wiremock::matchers::method("GET"))
+        .respond_with(ResponseTemplate::new(500))
+        .expect(0)
+        .mount(&up.totvs)
+        .await;
+    mosia_get()
+        .respond_with(ResponseTemplate::new(500))
+        .expect(0)
+        .mount(&up.mosia)
+        .await;
+    let app = up.app_with(|s| s.server.max_body_bytes = 64 * 1024).await;
+    let mut aliases = String::new();
+    let mut n = 0;
+    while aliases.len() < 63 * 1024 {
+        aliases.push_str(&format!("a{n}: interactions(page: {n}) {{ hasNext }} "));
+        n += 1;
+    }
+    let query = format!(
+        r#"{{ beneficiary(subscriberId: "00011008000031015") {{ authorizationProtocols(pageSize: 27) {{ items {{ {aliases} }} }} }} }}"#
+    );
+    assert!(query.len() <= 64 * 1024, "{}", query.len());
+    let body = app.query(&query).await;
+    assert_eq!(codes(&body), ["COST_ESTIMATED_TOO_EXPENSIVE"], "{body}");
+    let extensions = &body["errors"][0]["extensions"];
+    assert_eq!(extensions["limit"], 128);
+    assert!(
+        extensions["estimated"].as_u64().unwrap() > 40_000,
+        "{extensions}"
+    );
+    assert_eq!(app.counts().totvs_calls + app.counts().mosia_calls, 0);
+
+    // 200 aliased beneficiaries: refused the same way.
+    let many: String = (0..200)
+        .map(|i| {
+            format!(
+                r#"b{i}: beneficiary(uniqueKey: "{i:011}") {{ latestProtocols {{ number }} }} "#
+            )
+        })
+        .collect();
+    let body = app.query(&format!("{{ {many} }}")).await;
+    assert_eq!(codes(&body), ["COST_ESTIMATED_TOO_EXPENSIVE"], "{body}");
+}
