@@ -6,7 +6,9 @@ Three phases against `protocol-graph serve` in front of the fake upstreams, all 
 1. upstreams killed and restarted under load: every request must still get an HTTP answer
    (GraphQL errors or stale data are answers; a reset connection or a timeout is a drop);
 2. slow clients: SLOW connections trickle request heads; normal requests must still be answered;
-3. SIGTERM under load: requests in flight finish, the process exits within the grace period.
+3. SIGTERM under load: requests in flight finish, the process exits within the grace period;
+4. a hostile upstream answering every call with an oversized body, 8 concurrent requests at the
+   cost limit: peak RSS (VmHWM) under 200 MiB, and RSS back under 100 MiB within a minute.
 
 Prints one line per phase and a total `dropped` (target 0); exits 1 when anything dropped.
 Every loop is bounded in count and time.
@@ -72,13 +74,13 @@ class Upstreams:
         self.proc.wait(timeout=10)
 
 
-def start_gateway(upstreams, port):
+def start_gateway(upstreams, port, extra=""):
     config = os.path.join(WORK, "chaos.toml")
     with open(config, "w") as f:
         f.write(f"[cache]\nmosia_ttl_secs = 1\ntotvs_protocols_ttl_secs = 1\n"
                 f"totvs_interactions_ttl_secs = 1\n"
                 f"[server]\nheader_read_timeout_ms = 3000\nshutdown_grace_ms = {GRACE_MS}\n"
-                f"[upstream]\ntimeout_ms = 2000\n[limits]\nrequest_timeout_ms = 5000\n")
+                + (extra or "[upstream]\ntimeout_ms = 2000\n") + "[limits]\nrequest_timeout_ms = 5000\n")
     env = dict(os.environ,
                LISTEN_ADDR=f"127.0.0.1:{port}", AUTH_DISABLED="true", CONFIG_FILE=config,
                MOSIA_BASE_URL=f"http://127.0.0.1:{upstreams.mosia}",
@@ -175,8 +177,11 @@ def phase_upstream_restart(port, upstreams):
 
 
 def phase_slow_clients(port):
+    import resource
+    # This process needs descriptors of its own for the normal requests.
+    count = min(SLOW, resource.getrlimit(resource.RLIMIT_NOFILE)[0] - 200)
     slow = []
-    for _ in range(SLOW):
+    for _ in range(count):
         try:
             s = socket.create_connection(("127.0.0.1", port), timeout=2)
             s.sendall(b"POST /graphql HTTP/1.1\r\nHost: x\r\n")
@@ -214,6 +219,98 @@ def phase_sigterm(port, gateway):
     return load.counts
 
 
+class Hostile:
+    """A TOTVS that grants tokens and answers every read with a body just under the cap."""
+
+    BODY = b'{"items": "' + b"x" * (500 * 1024) + b'"}'
+
+    def __init__(self):
+        import http.server
+
+        body = self.BODY
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *_):
+                pass
+
+            def answer(self, status, payload):
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                self.answer(201, b'{"access_token":"t","refresh_token":"r","token_type":"Bearer","expires_in":3600}')
+
+            def do_GET(self):
+                self.answer(200, body)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def rss_kib(pid, field):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field):
+                return int(line.split()[1])
+    return 0
+
+
+def phase_hostile_upstream():
+    hostile = Hostile()
+    upstreams = Upstreams()
+    upstreams.totvs = hostile.port
+    upstreams.mosia = hostile.port
+    port = free_port()
+    extra = "[upstream]\nbreaker_failures = 100\ntimeout_ms = 5000\n"
+    gateway = start_gateway(upstreams, port, extra)
+    aliases = " ".join(f"p{i}: authorizationProtocols(page: {i + 1}, pageSize: 1) {{ hasNext }}"
+                       for i in range(127))
+    query = json.dumps({"query": '{ beneficiary(subscriberId: "00011008000031015") { ' + aliases + " } }"}).encode()
+    failed = []
+
+    def one():
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            conn.request("POST", "/graphql", query, {"Content-Type": "application/json"})
+            response = conn.getresponse()
+            body = response.read()
+            # UPSTREAM_ERROR per field, or REQUEST_TIMEOUT when the slow fake cannot keep up:
+            # both are answers; only a missing one is a drop.
+            if response.status != 200 or b'"errors"' not in body:
+                failed.append(response.status)
+        except OSError as err:
+            failed.append(repr(err))
+
+    try:
+        for _ in range(3):
+            threads = [threading.Thread(target=one) for _ in range(8)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(timeout=120)
+        peak = rss_kib(gateway.pid, "VmHWM") // 1024
+        settled = None
+        for _ in range(60):
+            rss = rss_kib(gateway.pid, "VmRSS") // 1024
+            if rss < 100:
+                settled = rss
+                break
+            time.sleep(1)
+        return {"requests": 24, "dropped": len(failed), "peak_rss_mib": peak,
+                "rss_after_mib": settled if settled is not None else rss_kib(gateway.pid, "VmRSS") // 1024,
+                "over_bounds": int(peak >= 200 or settled is None)}
+    finally:
+        gateway.kill()
+        hostile.server.shutdown()
+
+
 def main():
     upstreams = Upstreams()
     upstreams.start()
@@ -225,9 +322,11 @@ def main():
             ("upstreams killed and restarted under load", lambda: phase_upstream_restart(port, upstreams)),
             ("slow clients", lambda: phase_slow_clients(port)),
             ("SIGTERM under load", lambda: phase_sigterm(port, gateway)),
+            ("hostile upstream, oversized bodies, 8 requests at the cost limit", phase_hostile_upstream),
         ]:
             counts = run()
-            dropped += counts.get("dropped", 0) + counts.get("non_200", 0) + counts.get("exit_after_grace", 0)
+            dropped += (counts.get("dropped", 0) + counts.get("non_200", 0)
+                        + counts.get("exit_after_grace", 0) + counts.get("over_bounds", 0))
             print(f"{name}: " + ", ".join(f"{k} {v}" for k, v in counts.items()), flush=True)
     finally:
         if gateway.poll() is None:

@@ -100,10 +100,11 @@ GW_PID=$!
 PIDS+=("$GW_PID")
 ADDR=
 for _ in $(seq 1 100); do
-    # The log line may carry colour codes: strip them before reading `addr=`.
+    # `serve` logs JSON (`"addr":"…"`); readable lines (`addr=…`, maybe coloured) are read too.
     ADDR=$(cat "$TMP/gateway.out" "$TMP/gateway.err" | sed 's/\x1b\[[0-9;]*m//g' |
-        sed -n 's/.*serving the graph at \/graphql.*addr=\([0-9.:]*\).*/\1/p; s/.*addr=\([0-9.:]*\).*serving the graph at \/graphql.*/\1/p' |
-        head -n 1)
+        grep 'serving the graph at /graphql' |
+        sed -n 's/.*"addr":"\([0-9.:]*\)".*/\1/p; s/.*addr=\([0-9.:]*\).*/\1/p' |
+        head -n 1 || true)
     [[ -n $ADDR ]] && break
     kill -0 "$GW_PID" 2>/dev/null || die "the gateway exited: $(tail -n 3 "$TMP/gateway.err")"
     sleep 0.1

@@ -148,15 +148,14 @@ join() {
 }
 
 # protocol_graph_upstream_calls_total on /metrics: one service, or (no label) all upstream
-# HTTP calls = mosia + totvs. The gateway counts every TOTVS HTTP call, token calls included,
-# under service="totvs"; service="totvs_token" is a sub-count of those, so it is not added.
+# HTTP calls = mosia + totvs + totvs_token (the three series are disjoint: service="totvs"
+# counts resource calls only).
 metric() {
     local url=$1 label=${2:-}
     curl -fsS --max-time 5 "$url/metrics" |
         awk -v label="$label" '
             /^protocol_graph_upstream_calls_total\{/ {
-                if (label == "" && (index($1, "service=\"mosia\"") || index($1, "service=\"totvs\""))) s += $2
-                else if (label != "" && index($1, "service=\"" label "\"")) s += $2
+                if (label == "" || index($1, "service=\"" label "\"")) s += $2
             }
             END { printf "%d", s }'
 }

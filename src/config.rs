@@ -4,8 +4,11 @@
 //! `MOSIA_TOKEN`, `TOTVS_BASE_URL`, `TOTVS_USERNAME`, `TOTVS_PASSWORD`); everything else has a
 //! default and may be overridden by the TOML file named by `CONFIG_FILE`. Environment variables
 //! win over the file. A missing or malformed setting is one [`ConfigError`] whose message names it.
+//! `REDIS_URL` (optional) lets replicas share a Redis tier; see [`RedisSettings`].
 
-use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
+mod fleet;
+
+use std::{fmt, net::SocketAddr, path::PathBuf};
 
 use figment::{
     Figment,
@@ -13,6 +16,18 @@ use figment::{
 };
 use serde::{Deserialize, Serialize};
 use url::Url;
+
+mod ranges;
+mod tables;
+mod upstream;
+pub use tables::{
+    AuthSettings, CacheSettings, CsrfSettings, LimitsSettings, PersistedQueriesSettings,
+    RateLimitSettings, ServerSettings,
+};
+pub use upstream::UpstreamSettings;
+mod telemetry;
+pub use fleet::RedisSettings;
+pub use telemetry::TelemetrySettings;
 
 /// Why the settings could not be read. The message is one line that names the setting.
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +87,7 @@ pub struct Settings {
     pub csrf: CsrfSettings,
     pub rate_limit: RateLimitSettings,
     pub persisted_queries: PersistedQueriesSettings,
+    pub redis: RedisSettings,
 }
 
 #[derive(Clone, Debug)]
@@ -86,254 +102,6 @@ pub struct TotvsSettings {
     pub base_url: Url,
     pub username: Secret,
     pub password: Secret,
-}
-
-/// How upstream calls behave; the `[upstream]` table of the config file.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct UpstreamSettings {
-    /// Deadline for one upstream HTTP call, in milliseconds.
-    pub timeout_ms: u64,
-    /// Most upstream calls one request keeps in flight per upstream. The default holds a full
-    /// page (20) of interactions and more, so a cold fan-out takes two round trips, not three.
-    pub max_concurrency: usize,
-    /// How many times (0 to 2) a GET is sent again after a connection refused or reset before
-    /// any answer, or a 502, 503 or 504; never after a timeout or another status.
-    pub get_retries: u32,
-    /// Base of the jittered backoff between GET attempts, in milliseconds.
-    pub retry_backoff_ms: u64,
-    /// The TOTVS access token is renewed this many seconds before it expires.
-    pub token_refresh_margin_secs: u64,
-    /// Idle pooled connections kept per upstream host.
-    pub pool_max_idle_per_host: usize,
-}
-
-impl Default for UpstreamSettings {
-    fn default() -> Self {
-        Self {
-            timeout_ms: 5_000,
-            max_concurrency: 32,
-            get_retries: 2,
-            retry_backoff_ms: 50,
-            token_refresh_margin_secs: 60,
-            pool_max_idle_per_host: 256,
-        }
-    }
-}
-
-impl UpstreamSettings {
-    pub fn timeout(&self) -> Duration {
-        Duration::from_millis(self.timeout_ms)
-    }
-}
-
-/// The shared response cache; the `[cache]` table of the config file.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct CacheSettings {
-    pub enabled: bool,
-    /// Freshness of Mosia's latest protocols, in seconds.
-    pub mosia_ttl_secs: u64,
-    /// Freshness of TOTVS protocol lists, in seconds.
-    pub totvs_protocols_ttl_secs: u64,
-    /// Freshness of TOTVS interactions, in seconds.
-    pub totvs_interactions_ttl_secs: u64,
-    /// How long an upstream 404 is remembered (at most 5 s).
-    pub not_found_ttl_secs: u64,
-    /// Size bound of the cache, weighed by upstream body size.
-    pub max_bytes: u64,
-    /// When an upstream fails, an entry at most this old is served with a warning (0 disables).
-    pub stale_for_secs: u64,
-    /// An identical mutation within this window after a success gets the same answer.
-    pub mutation_dedupe_secs: u64,
-    /// Keep whole responses of queries, served while every cached answer they were built from
-    /// is (needs `enabled`).
-    pub whole_responses: bool,
-    /// Size bound of the whole-response cache, weighed by response size.
-    pub whole_response_max_bytes: u64,
-}
-
-impl Default for CacheSettings {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            mosia_ttl_secs: 30,
-            totvs_protocols_ttl_secs: 60,
-            totvs_interactions_ttl_secs: 60,
-            not_found_ttl_secs: 5,
-            max_bytes: 64 * 1024 * 1024,
-            stale_for_secs: 600,
-            mutation_dedupe_secs: 10,
-            whole_responses: true,
-            whole_response_max_bytes: 16 * 1024 * 1024,
-        }
-    }
-}
-
-/// The GraphQL server; the `[server]` table of the config file.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ServerSettings {
-    /// Largest accepted request body, in bytes.
-    pub max_body_bytes: usize,
-    /// Deepest accepted query.
-    pub max_depth: usize,
-    /// Highest accepted query complexity (fields counted, lists weighed by their size argument).
-    pub max_complexity: usize,
-    /// Allow introspection and serve GraphiQL. Off by default under `serve`: the schema of a
-    /// health-data API is not for every visitor (the federation `_service` field stays, for
-    /// routers). With it off, validation errors do not suggest field names either.
-    pub introspection: bool,
-    /// The old name of `introspection`, refused with a line naming the new one.
-    #[serde(default, skip_serializing)]
-    pub graphiql: Option<serde::de::IgnoredAny>,
-    /// Browser origins allowed to call `/graphql` (CORS), e.g. `["https://app.example.com"]`;
-    /// empty sends no CORS headers, `["*"]` allows any origin.
-    pub cors_allowed_origins: Vec<String>,
-    /// Headers GraphiQL opens with (the sandbox's staff token); never from the config file.
-    #[serde(skip)]
-    pub graphiql_headers: Option<String>,
-    /// A request head (request line and headers) must arrive whole within this many
-    /// milliseconds of the connection's opening, or of its first byte on a kept-alive one.
-    pub header_read_timeout_ms: u64,
-    /// A connection with no request in flight is closed after this many milliseconds.
-    pub idle_timeout_ms: u64,
-    /// Most connections open at once; past it new ones wait in the listen backlog. Lowered at
-    /// start to 3/4 of the file-descriptor limit when that is smaller.
-    pub max_connections: usize,
-    /// On shutdown, requests in flight get this many milliseconds to finish before the
-    /// remaining connections are closed.
-    pub shutdown_grace_ms: u64,
-}
-
-impl Default for ServerSettings {
-    fn default() -> Self {
-        Self {
-            max_body_bytes: 64 * 1024,
-            max_depth: 32,
-            max_complexity: 5_000,
-            introspection: false,
-            graphiql: None,
-            cors_allowed_origins: Vec::new(),
-            header_read_timeout_ms: 10_000,
-            idle_timeout_ms: 60_000,
-            max_connections: 16_384,
-            shutdown_grace_ms: 30_000,
-            graphiql_headers: None,
-        }
-    }
-}
-
-/// What one request may cost; the `[limits]` table of the config file.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LimitsSettings {
-    /// Most upstream calls one request may make: estimated from the document before anything
-    /// runs (`COST_ESTIMATED_TOO_EXPENSIVE`), and counted while it runs
-    /// (`COST_ACTUAL_TOO_EXPENSIVE`).
-    pub max_upstream_calls: u64,
-    /// A request ends within this many milliseconds; what did not finish answers
-    /// `REQUEST_TIMEOUT`.
-    pub request_timeout_ms: u64,
-}
-
-impl Default for LimitsSettings {
-    fn default() -> Self {
-        Self {
-            max_upstream_calls: 128,
-            request_timeout_ms: 15_000,
-        }
-    }
-}
-
-impl LimitsSettings {
-    pub fn request_timeout(&self) -> Duration {
-        Duration::from_millis(self.request_timeout_ms)
-    }
-}
-
-/// Persisted queries; the `[persisted_queries]` table of the config file.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct PersistedQueriesSettings {
-    /// Apollo's automatic persisted queries (a hash instead of the document).
-    pub enabled: bool,
-    /// Bound of the registered documents, in bytes.
-    pub max_bytes: u64,
-    /// A manifest in Apollo's persisted-query manifest format: when set, only its operations
-    /// run (safelist mode), by id or by identical body.
-    pub safelist: Option<String>,
-}
-
-impl Default for PersistedQueriesSettings {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            max_bytes: 16 * 1024 * 1024,
-            safelist: None,
-        }
-    }
-}
-
-/// How callers are authenticated; filled from `AUTH_*` settings.
-#[derive(Clone, Debug, Default)]
-pub struct AuthSettings {
-    /// Verifies HS256 tokens (at least 32 bytes).
-    pub jwt_secret: Option<Secret>,
-    /// Where the RS256/ES256 public keys are published.
-    pub jwks_url: Option<Url>,
-    /// Required `iss`, when set.
-    pub issuer: Option<String>,
-    /// Required `aud` (one of the token's audiences), when set.
-    pub audience: Option<String>,
-    /// Every request is the anonymous staff caller.
-    pub disabled: bool,
-}
-
-/// The CSRF check; the `[csrf]` table of the config file.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct CsrfSettings {
-    /// Refuse requests a browser would not have preflighted (on by default, as in the Router).
-    pub enabled: bool,
-    /// Any one of these headers, present and non-empty, proves a preflight.
-    pub required_headers: Vec<String>,
-}
-
-impl Default for CsrfSettings {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            required_headers: ["x-apollo-operation-name", "apollo-require-preflight"]
-                .map(String::from)
-                .to_vec(),
-        }
-    }
-}
-
-/// The buckets' sizes; the `[rate_limit]` table of the config file.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct RateLimitSettings {
-    /// Sustained requests per second per caller (`sub`).
-    pub per_caller_per_sec: u32,
-    /// Requests a caller may send at once after being idle.
-    pub per_caller_burst: u32,
-    /// Sustained failed authentications per second per client IP (IPv6: per /64).
-    pub failed_auth_per_ip_per_sec: u32,
-    /// Failed authentications a client IP may have at once after being quiet.
-    pub failed_auth_per_ip_burst: u32,
-}
-
-impl Default for RateLimitSettings {
-    fn default() -> Self {
-        Self {
-            per_caller_per_sec: 200,
-            per_caller_burst: 400,
-            failed_auth_per_ip_per_sec: 20,
-            failed_auth_per_ip_burst: 100,
-        }
-    }
 }
 
 /// Where `protocol-graph health` probes: `LISTEN_ADDR` (an unspecified address such as
@@ -373,6 +141,7 @@ struct RawSettings {
     csrf: CsrfSettings,
     rate_limit: RateLimitSettings,
     persisted_queries: PersistedQueriesSettings,
+    redis: RedisSettings,
 }
 
 /// `AUTH_*`: who may call. Deploy-critical, so flat environment names.
@@ -428,7 +197,7 @@ struct RawTotvs {
 /// The one variable the sandbox reads (beside `CONFIG_FILE`): where to listen.
 const SANDBOX_ENV_KEYS: [(&str, &str); 1] = [("LISTEN_ADDR", "listen_addr")];
 
-const ENV_KEYS: [(&str, &str); 11] = [
+const ENV_KEYS: [(&str, &str); 12] = [
     ("AUTH_JWT_SECRET", "auth.jwt_secret"),
     ("AUTH_JWKS_URL", "auth.jwks_url"),
     ("AUTH_ISSUER", "auth.issuer"),
@@ -440,6 +209,7 @@ const ENV_KEYS: [(&str, &str); 11] = [
     ("TOTVS_BASE_URL", "totvs.base_url"),
     ("TOTVS_USERNAME", "totvs.username"),
     ("TOTVS_PASSWORD", "totvs.password"),
+    ("REDIS_URL", "redis.url"),
 ];
 
 pub const DEFAULT_LISTEN_ADDR: &str = "127.0.0.1:8080";
@@ -543,6 +313,7 @@ impl Settings {
             csrf: raw.csrf,
             rate_limit: raw.rate_limit,
             persisted_queries: raw.persisted_queries,
+            redis: raw.redis.checked()?,
         };
         settings.rate_limit.validate()?;
         settings.csrf.header_names()?;
@@ -640,169 +411,6 @@ impl Settings {
             },
             ..RawSettings::default()
         }
-    }
-
-    /// Every number in range, or one error naming the first setting that is not: no value can
-    /// panic the process (a TTL of 9.2e18 s once panicked moka) or silently switch a feature
-    /// off (`max_bytes = 0` once disabled the cache; `cache.enabled = false` is the way).
-    fn check_ranges(&self) -> Result<(), ConfigError> {
-        const DAY: u64 = 86_400;
-        const MIB: u64 = 1024 * 1024;
-        let (u, c, s, l) = (&self.upstream, &self.cache, &self.server, &self.limits);
-        let int = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
-        let checks: [(&'static str, u64, u64, u64, &str); 25] = [
-            ("upstream.timeout_ms", u.timeout_ms, 1, 120_000, ""),
-            (
-                "upstream.max_concurrency",
-                int(u.max_concurrency),
-                1,
-                1_000,
-                "",
-            ),
-            ("upstream.get_retries", u64::from(u.get_retries), 0, 2, ""),
-            (
-                "upstream.retry_backoff_ms",
-                u.retry_backoff_ms,
-                0,
-                10_000,
-                "",
-            ),
-            (
-                "upstream.token_refresh_margin_secs",
-                u.token_refresh_margin_secs,
-                0,
-                3_600,
-                "",
-            ),
-            (
-                "upstream.pool_max_idle_per_host",
-                int(u.pool_max_idle_per_host),
-                0,
-                10_000,
-                "",
-            ),
-            ("cache.mosia_ttl_secs", c.mosia_ttl_secs, 0, DAY, ""),
-            (
-                "cache.totvs_protocols_ttl_secs",
-                c.totvs_protocols_ttl_secs,
-                0,
-                DAY,
-                "",
-            ),
-            (
-                "cache.totvs_interactions_ttl_secs",
-                c.totvs_interactions_ttl_secs,
-                0,
-                DAY,
-                "",
-            ),
-            ("cache.not_found_ttl_secs", c.not_found_ttl_secs, 0, 5, ""),
-            (
-                "cache.max_bytes",
-                c.max_bytes,
-                MIB,
-                64 * 1024 * MIB,
-                "; to turn the cache off set cache.enabled = false",
-            ),
-            ("cache.stale_for_secs", c.stale_for_secs, 0, 7 * DAY, ""),
-            (
-                "cache.mutation_dedupe_secs",
-                c.mutation_dedupe_secs,
-                0,
-                3_600,
-                "",
-            ),
-            (
-                "cache.whole_response_max_bytes",
-                c.whole_response_max_bytes,
-                MIB,
-                64 * 1024 * MIB,
-                "; to turn it off set cache.whole_responses = false",
-            ),
-            (
-                "server.max_body_bytes",
-                int(s.max_body_bytes),
-                1024,
-                16 * MIB,
-                "",
-            ),
-            ("server.max_depth", int(s.max_depth), 4, 256, ""),
-            (
-                "server.max_complexity",
-                int(s.max_complexity),
-                1,
-                1_000_000,
-                "",
-            ),
-            (
-                "server.header_read_timeout_ms",
-                s.header_read_timeout_ms,
-                100,
-                600_000,
-                "",
-            ),
-            (
-                "server.idle_timeout_ms",
-                s.idle_timeout_ms,
-                1_000,
-                3_600_000,
-                "",
-            ),
-            (
-                "server.max_connections",
-                int(s.max_connections),
-                1,
-                1_000_000,
-                "",
-            ),
-            (
-                "server.shutdown_grace_ms",
-                s.shutdown_grace_ms,
-                0,
-                600_000,
-                "",
-            ),
-            (
-                "persisted_queries.max_bytes",
-                self.persisted_queries.max_bytes,
-                1024,
-                1024 * MIB,
-                "",
-            ),
-            (
-                "limits.max_upstream_calls",
-                l.max_upstream_calls,
-                1,
-                10_000,
-                "",
-            ),
-            (
-                "limits.request_timeout_ms",
-                l.request_timeout_ms,
-                100,
-                600_000,
-                "",
-            ),
-            // The deadline must leave room for at least one whole upstream call.
-            (
-                "limits.request_timeout_ms",
-                l.request_timeout_ms,
-                u.timeout_ms,
-                u64::MAX,
-                " (at least upstream.timeout_ms)",
-            ),
-        ];
-        for (name, value, min, max, hint) in checks {
-            if !(min..=max).contains(&value) {
-                let reason = match (min, max) {
-                    (0, max) => format!("must be at most {max}{hint}"),
-                    (min, u64::MAX) => format!("must be at least {min}{hint}"),
-                    (min, max) => format!("must be between {min} and {max}{hint}"),
-                };
-                return Err(ConfigError::Invalid { name, reason });
-            }
-        }
-        Ok(())
     }
 }
 
@@ -920,167 +528,5 @@ fn base_url(name: &'static str, value: Option<String>) -> Result<Url, ConfigErro
     Ok(url)
 }
 
-/// The log filter (`RUST_LOG` syntax), `info` when unset.
-pub fn log_filter() -> String {
-    std::env::var("RUST_LOG").unwrap_or_else(|_| "info,tower_http=warn".into())
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn auth_disabled_reads_as_the_environment_provider_types_it() {
-        let disabled = |value: figment::value::Value| {
-            let raw: RawSettings = Figment::from(Serialized::defaults(complete_raw()))
-                .merge(("auth.disabled", value))
-                .extract()
-                .unwrap();
-            auth_settings(raw.auth).map(|auth| auth.disabled)
-        };
-        assert!(disabled(true.into()).unwrap());
-        assert!(disabled(1u8.into()).unwrap());
-        assert!(disabled("true".into()).unwrap());
-        // Not disabled, and no key configured: refused for want of one.
-        let enabled = disabled(false.into()).unwrap_err().to_string();
-        assert!(enabled.contains("AUTH_JWT_SECRET"), "{enabled}");
-        let unreadable = disabled("maybe".into()).unwrap_err().to_string();
-        assert!(unreadable.starts_with("AUTH_DISABLED"), "{unreadable}");
-    }
-
-    /// Every required setting present, every other one at its default.
-    fn complete_raw() -> RawSettings {
-        RawSettings {
-            mosia: RawMosia {
-                base_url: Some("http://m".into()),
-                token: Some(Secret::new("t")),
-            },
-            totvs: RawTotvs {
-                base_url: Some("http://t/rest".into()),
-                username: Some(Secret::new("u")),
-                password: Some(Secret::new("p")),
-            },
-            auth: RawAuth {
-                disabled: Some("true".into()),
-                ..RawAuth::default()
-            },
-            ..RawSettings::default()
-        }
-    }
-
-    #[test]
-    fn a_base_url_loses_its_trailing_slash() {
-        let url = base_url("X", Some("https://host:8080/rest/".into())).unwrap();
-        assert_eq!(url.as_str(), "https://host:8080/rest");
-    }
-
-    #[test]
-    fn a_base_url_with_credentials_is_refused_by_name() {
-        let err = base_url("TOTVS_BASE_URL", Some("https://u:p@host/rest".into())).unwrap_err();
-        assert!(err.to_string().starts_with("TOTVS_BASE_URL is invalid"));
-    }
-
-    #[test]
-    fn cors_origins_must_be_bare_origins() {
-        let settings = |origins: &[&str]| {
-            let mut raw = complete_raw();
-            raw.server.cors_allowed_origins = origins.iter().map(|o| o.to_string()).collect();
-            Settings::from_raw(raw)
-        };
-        assert!(settings(&["https://app.example.com", "*"]).is_ok());
-        let err = settings(&["https://app.example.com/path"]).unwrap_err();
-        assert!(
-            err.to_string()
-                .starts_with("server.cors_allowed_origins is invalid")
-        );
-    }
-
-    #[test]
-    fn numbers_that_would_panic_or_switch_a_feature_off_are_refused_by_name() {
-        let refused = |tweak: fn(&mut RawSettings)| {
-            let mut raw = complete_raw();
-            tweak(&mut raw);
-            Settings::from_raw(raw).unwrap_err().to_string()
-        };
-        assert!(
-            refused(|r| r.cache.mosia_ttl_secs = 9_200_000_000_000_000_000)
-                .starts_with("cache.mosia_ttl_secs is invalid")
-        );
-        assert_eq!(
-            refused(|r| r.cache.max_bytes = 0),
-            "cache.max_bytes is invalid: must be between 1048576 and 68719476736; to turn the cache off set cache.enabled = false"
-        );
-        assert!(refused(|r| r.server.max_complexity = 0).starts_with("server.max_complexity"));
-        assert!(
-            refused(|r| r.upstream.retry_backoff_ms = u64::MAX)
-                .starts_with("upstream.retry_backoff_ms")
-        );
-        assert!(refused(|r| r.limits.request_timeout_ms = 1_000).starts_with(
-            "limits.request_timeout_ms is invalid: must be at least 5000 (at least upstream.timeout_ms)"
-        ));
-        assert_eq!(
-            refused(|r| r.mosia.token = Some(Secret::new("token\n"))),
-            "MOSIA_TOKEN is invalid: contains a control character (a newline?)"
-        );
-    }
-
-    #[test]
-    fn every_missing_setting_is_named_at_once_with_a_pointer_to_the_sandbox() {
-        let err = Settings::from_raw(RawSettings::default())
-            .unwrap_err()
-            .to_string();
-        assert_eq!(
-            err,
-            "MOSIA_BASE_URL, MOSIA_TOKEN, TOTVS_BASE_URL, TOTVS_USERNAME, TOTVS_PASSWORD, \
-             AUTH_JWT_SECRET or AUTH_JWKS_URL (or AUTH_DISABLED=true) are not set \
-             (to try the gateway without real upstreams: protocol-graph sandbox)"
-        );
-    }
-
-    #[test]
-    fn get_retries_above_two_are_refused_by_name() {
-        let settings = |retries| {
-            let mut raw = complete_raw();
-            raw.upstream.get_retries = retries;
-            Settings::from_raw(raw)
-        };
-        assert_eq!(settings(2).unwrap().upstream.get_retries, 2);
-        let err = settings(3).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "upstream.get_retries is invalid: must be at most 2"
-        );
-    }
-
-    #[test]
-    fn connection_bounds_are_range_checked_by_name() {
-        let settings = |tweak: fn(&mut ServerSettings)| {
-            let mut raw = complete_raw();
-            tweak(&mut raw.server);
-            Settings::from_raw(raw)
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        };
-        assert_eq!(settings(|_| {}), Ok(()));
-        let refused = [
-            settings(|s| s.header_read_timeout_ms = 99),
-            settings(|s| s.idle_timeout_ms = 3_600_001),
-            settings(|s| s.max_connections = 0),
-            settings(|s| s.shutdown_grace_ms = 600_001),
-        ];
-        let names = [
-            "server.header_read_timeout_ms is invalid",
-            "server.idle_timeout_ms is invalid",
-            "server.max_connections is invalid",
-            "server.shutdown_grace_ms is invalid",
-        ];
-        for (result, name) in refused.into_iter().zip(names) {
-            assert!(result.as_ref().unwrap_err().starts_with(name), "{result:?}");
-        }
-    }
-
-    #[test]
-    fn secrets_do_not_print() {
-        assert_eq!(format!("{:?}", Secret::new("hunter2")), "Secret(***)");
-    }
-}
+mod tests;

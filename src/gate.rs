@@ -19,7 +19,9 @@ use crate::{
     auth::{AuthError, Authenticator, Caller},
     config::{ConfigError, Settings},
     csrf::Csrf,
+    metrics::{Metrics, Refusal},
     ratelimit::{RateLimits, retry_after_secs},
+    upstream::fleet::Fleet,
 };
 
 /// The checks every `/graphql` request passes through.
@@ -28,16 +30,27 @@ pub(crate) struct Gate {
     authenticator: Authenticator,
     /// None when authentication is off: there is no caller identity to count by.
     limits: Option<RateLimits>,
+    metrics: Arc<Metrics>,
 }
 
 impl Gate {
-    pub(crate) fn new(settings: &Settings, client: reqwest::Client) -> Result<Self, ConfigError> {
+    /// The gate; its rate limits are fleet-wide when `fleet` is given.
+    pub(crate) fn new(
+        settings: &Settings,
+        client: reqwest::Client,
+        metrics: Arc<Metrics>,
+        fleet: Option<Arc<Fleet>>,
+    ) -> Result<Self, ConfigError> {
         Ok(Self {
             csrf: Csrf::new(&settings.csrf)?,
             authenticator: Authenticator::new(&settings.auth, client)?,
             limits: (!settings.auth.disabled)
-                .then(|| RateLimits::new(&settings.rate_limit))
+                .then(|| {
+                    RateLimits::new(&settings.rate_limit)
+                        .map(|limits| limits.with_fleet(fleet, &settings.rate_limit))
+                })
                 .transpose()?,
+            metrics,
         })
     }
 
@@ -57,6 +70,7 @@ impl Gate {
     ) -> Result<Arc<Caller>, Response> {
         if !self.csrf.allows(headers) {
             tracing::info!(target: "audit", outcome = "refused", reason = "csrf", "request");
+            self.metrics.refusal(Refusal::Csrf);
             return Err(error(
                 StatusCode::BAD_REQUEST,
                 "CSRF_ERROR",
@@ -68,26 +82,29 @@ impl Gate {
             .and_then(|value| value.to_str().ok());
         let caller = match self.authenticator.authenticate(authorization).await {
             Ok(caller) => caller,
-            Err(err) => return Err(self.unauthenticated(ip, &err)),
+            Err(err) => return Err(self.unauthenticated(ip, &err).await),
         };
         if let Some(limits) = &self.limits
-            && let Err(wait) = limits.check_caller(&caller.sub)
+            && let Err(wait) = limits.check_caller_shared(&caller.sub).await
         {
             tracing::info!(target: "audit", sub = %caller.sub, outcome = "refused", reason = "rate_limited", "request");
+            self.metrics.refusal(Refusal::RateLimited);
             return Err(rate_limited(wait));
         }
         Ok(caller)
     }
 
-    fn unauthenticated(&self, ip: Option<IpAddr>, err: &AuthError) -> Response {
+    async fn unauthenticated(&self, ip: Option<IpAddr>, err: &AuthError) -> Response {
         tracing::info!(target: "audit", outcome = "refused", reason = err.reason(), ip = ?ip, "request");
         // Only failed authentications draw from the address's bucket: guessing tokens is
         // slowed down, callers with a valid token never are.
         if let (Some(limits), Some(ip)) = (&self.limits, ip)
-            && let Err(wait) = limits.check_failed_auth(ip)
+            && let Err(wait) = limits.check_failed_auth_shared(ip).await
         {
+            self.metrics.refusal(Refusal::RateLimited);
             return rate_limited(wait);
         }
+        self.metrics.refusal(Refusal::Unauthenticated);
         let mut response = error(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", err.message());
         response
             .headers_mut()
@@ -102,7 +119,7 @@ pub(crate) async fn gate(
     mut request: Request,
     next: Next,
 ) -> Response {
-    if is_graphiql_page(&request) {
+    if crate::graphiql::is_page_request(&request) {
         // The page holds no data; its own requests carry the token pasted into it.
         return next.run(request).await;
     }
@@ -123,19 +140,6 @@ pub(crate) async fn gate(
         }
         Err(refusal) => refusal,
     }
-}
-
-fn is_graphiql_page(request: &Request) -> bool {
-    request.method() == axum::http::Method::GET
-        && request
-            .headers()
-            .get(header::ACCEPT)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|accept| accept.contains("text/html"))
-        && !request
-            .uri()
-            .query()
-            .is_some_and(|q| q.split('&').any(|pair| pair.starts_with("query=")))
 }
 
 fn rate_limited(wait: std::time::Duration) -> Response {

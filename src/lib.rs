@@ -14,11 +14,15 @@
 //! - `graphql`: the schema, per-request DataLoaders and the driver that runs their batches,
 //!   argument checks, error codes, response field order.
 //! - `upstream`: the Mosia and TOTVS clients (wire types private to each), the TOTVS token
-//!   manager, the shared moka cache and the mutation guard.
+//!   manager, the shared moka cache and the mutation guard; with `REDIS_URL`, the fleet's
+//!   Redis tier under them (`upstream::fleet`).
 //! - [`auth`], [`csrf`], [`ratelimit`]: who the caller is and what it may touch, Apollo's CSRF
 //!   rule, and the per-caller and failed-authentication token buckets.
 //! - `model`: plain domain types (protocols, interactions, codes, dates) below both layers.
-//! - [`metrics`]: counters of upstream calls and cache outcomes.
+//! - [`metrics`]: the Prometheus registry: request and upstream call durations, upstream calls,
+//!   cache outcomes and size, refusals, breaker states.
+//! - [`telemetry`]: JSON or readable logs, OpenTelemetry traces over OTLP, request ids.
+//! - `readiness`: what `/readyz` answers.
 //! - [`sandbox`]: in-process fake upstreams speaking the documented HTTP and JSON.
 
 pub mod auth;
@@ -34,7 +38,9 @@ pub mod metrics;
 pub(crate) mod model;
 pub(crate) mod params;
 pub mod ratelimit;
+pub(crate) mod readiness;
 pub mod sandbox;
 pub mod server;
+pub mod telemetry;
 pub(crate) mod upstream;
 pub use graphql::{persisted::sha256_hex as persisted_query_hash, sdl};

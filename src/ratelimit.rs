@@ -4,11 +4,17 @@
 //! The caller bucket keeps one token (or one runaway client) from taking the upstreams' whole
 //! capacity; the failed-authentication bucket slows down token guessing and garbage floods
 //! without ever refusing a request that carries a valid token.
+//!
+//! With a fleet tier (`REDIS_URL`) the buckets live in Redis, so a quota holds across
+//! replicas; while Redis is slow or down the local buckets below decide.
 
 use std::{
     net::IpAddr,
     num::NonZeroU32,
-    sync::atomic::{AtomicU64, Ordering},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
@@ -19,7 +25,10 @@ use governor::{
     state::keyed::DefaultKeyedStateStore,
 };
 
-use crate::config::{ConfigError, RateLimitSettings};
+use crate::{
+    config::{ConfigError, RateLimitSettings},
+    upstream::fleet::{Fleet, Rate},
+};
 
 impl RateLimitSettings {
     /// Refuses a zero, which would make a bucket that never fills; the error names the key.
@@ -93,6 +102,8 @@ impl<K: std::hash::Hash + Eq + Clone, C: Clock> Buckets<K, C> {
 pub(crate) struct RateLimits<C: Clock = DefaultClock> {
     callers: Buckets<String, C>,
     failed_auth: Buckets<IpAddr, C>,
+    /// The fleet-wide buckets, when replicas share a Redis tier.
+    fleet: Option<(Arc<Fleet>, Rate, Rate)>,
 }
 
 impl RateLimits<DefaultClock> {
@@ -108,7 +119,49 @@ impl<C: Clock + Clone> RateLimits<C> {
         Ok(Self {
             callers: Buckets::new(caller, clock.clone()),
             failed_auth: Buckets::new(failed_auth, clock),
+            fleet: None,
         })
+    }
+
+    /// Buckets shared through the fleet's Redis tier (none: local only).
+    pub(crate) fn with_fleet(
+        mut self,
+        fleet: Option<Arc<Fleet>>,
+        settings: &RateLimitSettings,
+    ) -> Self {
+        self.fleet = fleet.map(|fleet| {
+            let caller = Rate {
+                per_sec: settings.per_caller_per_sec,
+                burst: settings.per_caller_burst,
+            };
+            let failed_auth = Rate {
+                per_sec: settings.failed_auth_per_ip_per_sec,
+                burst: settings.failed_auth_per_ip_burst,
+            };
+            (fleet, caller, failed_auth)
+        });
+        self
+    }
+
+    /// [`Self::check_caller`], fleet-wide when replicas share a Redis tier that answers.
+    pub(crate) async fn check_caller_shared(&self, sub: &str) -> Result<(), Duration> {
+        if let Some((fleet, rate, _)) = &self.fleet
+            && let Some(decided) = fleet.take_token("rl:c", sub.as_bytes(), *rate).await
+        {
+            return decided.map_err(|wait| wait.max(Duration::from_millis(1)));
+        }
+        self.check_caller(sub)
+    }
+
+    /// [`Self::check_failed_auth`], fleet-wide when replicas share a Redis tier that answers.
+    pub(crate) async fn check_failed_auth_shared(&self, ip: IpAddr) -> Result<(), Duration> {
+        let network = network_of(ip).to_string();
+        if let Some((fleet, _, rate)) = &self.fleet
+            && let Some(decided) = fleet.take_token("rl:ip", network.as_bytes(), *rate).await
+        {
+            return decided.map_err(|wait| wait.max(Duration::from_millis(1)));
+        }
+        self.check_failed_auth(ip)
     }
 
     /// Draws one token from the caller's bucket; `Err` carries how long until one is available.

@@ -1,7 +1,8 @@
 //! The HTTP side: `/graphql` (POST for everything, GET for queries, GraphiQL for browsers),
-//! `/healthz`, `/metrics`; bound by [`Application::build`], which `main` and the tests share.
+//! `/healthz`, `/readyz`, `/metrics`; bound by [`Application::build`], which `main` and the tests
+//! share. Every request gets an `x-request-id` (the caller's, when it is fit) and a span.
 
-use std::{future::Future, net::SocketAddr, sync::Arc};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::{
     Extension, Router,
@@ -16,9 +17,11 @@ use tower_http::{
     catch_panic::CatchPanicLayer,
     cors::{AllowOrigin, CorsLayer},
     limit::RequestBodyLimitLayer,
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
     trace::TraceLayer,
 };
 
+pub use crate::upstream::RedisState;
 use crate::{
     auth::Caller,
     config::Settings,
@@ -32,6 +35,8 @@ use crate::{
     media::{self, MediaType},
     metrics::Metrics,
     params::{self, BadParams},
+    readiness::Readiness,
+    telemetry::{self, REQUEST_ID},
     upstream::Upstreams,
 };
 
@@ -56,7 +61,9 @@ pub enum StartError {
 #[derive(Clone)]
 struct AppState {
     executor: Executor,
+    upstreams: Arc<Upstreams>,
     metrics: Arc<Metrics>,
+    readiness: Arc<Readiness>,
     graphiql: GraphiQL,
 }
 
@@ -66,6 +73,9 @@ pub struct Application {
     router: Router,
     metrics: Arc<Metrics>,
     limits: Limits,
+    readiness: Arc<Readiness>,
+    drain_delay: Duration,
+    upstreams: Arc<Upstreams>,
 }
 
 impl Application {
@@ -74,16 +84,28 @@ impl Application {
         let metrics = Arc::new(Metrics::default());
         let upstreams = Arc::new(Upstreams::new(&settings, metrics.clone())?);
         let schema = graphql::build_schema(&settings.server, Some(upstreams.clone()));
+        let readiness = Arc::new(Readiness::new(upstreams.clone(), metrics.clone()));
         let state = AppState {
-            executor: Executor::new(schema, upstreams, &settings)?,
+            executor: Executor::new(schema, upstreams.clone(), &settings, metrics.clone())?,
+            upstreams: upstreams.clone(),
             metrics: metrics.clone(),
+            readiness: readiness.clone(),
             graphiql: GraphiQL::new(
                 settings.server.introspection,
                 settings.server.graphiql_headers.as_deref(),
             ),
         };
-        let gate = Arc::new(Gate::new(&settings, reqwest::Client::builder().build()?)?);
+        let gate = Arc::new(Gate::new(
+            &settings,
+            reqwest::Client::builder().build()?,
+            metrics.clone(),
+            upstreams.fleet(),
+        )?);
         gate.warm_up().await;
+        // In the background: the replica binds at once and says it is starting until then.
+        upstreams.wait_for_fleet().await;
+        let warming = upstreams.clone();
+        tokio::spawn(async move { warming.warm_up().await });
         let graphql_route = get(graphql_get)
             .post(graphql_post)
             .route_layer(axum::middleware::from_fn_with_state(gate, gate::gate));
@@ -91,7 +113,7 @@ impl Application {
             .route("/graphql", graphql_route)
             .route("/", get(|| async { Redirect::temporary("/graphql") }))
             .route("/healthz", get(|| async { "ok" }))
-            .route("/readyz", get(|| async { "ok" }))
+            .route("/readyz", get(readyz))
             .route("/graphiql/{file}", get(graphiql_asset))
             .route("/metrics", get(metrics_text))
             .fallback(not_found)
@@ -100,7 +122,19 @@ impl Application {
             .layer(axum::middleware::from_fn(too_large_as_graphql))
             .layer(cors(&settings.server.cors_allowed_origins))
             .layer(CatchPanicLayer::custom(|_| internal_error()))
-            .layer(TraceLayer::new_for_http());
+            // Inside the span and the id, so that every answer, refusals and panics included,
+            // carries the id and is logged under it.
+            .layer(PropagateRequestIdLayer::new(
+                REQUEST_ID.parse().expect("a header name"),
+            ))
+            .layer(TraceLayer::new_for_http().make_span_with(telemetry::request_span))
+            .layer(SetRequestIdLayer::new(
+                REQUEST_ID.parse().expect("a header name"),
+                MakeRequestUuid,
+            ))
+            .layer(axum::middleware::map_request(
+                telemetry::drop_unfit_request_id,
+            ));
         let addr = settings.listen_addr;
         let listener = TcpListener::bind(addr)
             .await
@@ -110,6 +144,9 @@ impl Application {
             router,
             metrics,
             limits: Limits::from(&settings.server),
+            readiness,
+            drain_delay: Duration::from_millis(settings.server.drain_delay_ms),
+            upstreams,
         })
     }
 
@@ -119,18 +156,35 @@ impl Application {
             .expect("a bound listener has an address")
     }
 
+    /// Whether this replica shares the fleet's Redis tier right now (`/readyz` detail).
+    pub fn redis_state(&self) -> RedisState {
+        self.upstreams.redis_state()
+    }
+
     /// The counters `/metrics` shows.
     pub fn metrics(&self) -> Arc<Metrics> {
         self.metrics.clone()
     }
 
-    /// Serves until `shutdown` completes, then finishes the requests in flight within
-    /// `server.shutdown_grace_ms` and closes whatever connections are left.
+    /// Serves until `shutdown` completes, then drains: `/readyz` answers 503 while requests
+    /// are still served for `server.drain_delay_ms` (so that load balancers stop sending
+    /// first), then new connections are refused, the requests in flight finish within
+    /// `server.shutdown_grace_ms`, and whatever connections are left are closed.
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        connections::serve(self.listener, self.router, self.limits, shutdown).await;
+        let (readiness, delay) = (self.readiness, self.drain_delay);
+        let drained = async move {
+            shutdown.await;
+            readiness.drain();
+            tracing::info!(
+                delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                "draining"
+            );
+            tokio::time::sleep(delay).await;
+        };
+        connections::serve(self.listener, self.router, self.limits, drained).await;
         Ok(())
     }
 }
@@ -305,10 +359,26 @@ fn cors(origins: &[String]) -> CorsLayer {
 }
 
 async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
+    state.upstreams.measure_cache().await;
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [(header::CONTENT_TYPE, Metrics::CONTENT_TYPE)],
         state.metrics.render_prometheus(),
     )
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    let (ready, body) = state.readiness.check();
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        [(header::CACHE_CONTROL, "no-store")],
+        axum::Json(body),
+    )
+        .into_response()
 }
 
 async fn not_found() -> impl IntoResponse {

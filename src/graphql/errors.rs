@@ -156,8 +156,14 @@ fn upstream_extensions(err: &UpstreamError, ext: &mut ErrorExtensionValues) {
         ext.set("outcomeUnknown", true);
     }
     let Some(fault) = &err.fault else { return };
-    if let Some(code) = &fault.code {
-        ext.set("upstreamCode", code.as_str());
+    // TOTVS's code is upstream text like any other: an upstream can put anything in it.
+    if let Some(code) = fault
+        .code
+        .as_deref()
+        .map(client_text)
+        .filter(|c| !c.is_empty())
+    {
+        ext.set("upstreamCode", code);
     }
     if !fault.details.is_empty() {
         // `detailedMessage` and `helpUrl` are TOTVS's technical text (stack traces, hosts):

@@ -11,10 +11,11 @@ use std::{
 
 use async_graphql::{
     Response, ServerError, Value,
-    parser::types::{ExecutableDocument, OperationType},
+    parser::types::{DocumentOperations, ExecutableDocument, OperationType},
 };
 use bytes::Bytes;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use super::{
     AppSchema, build_schema_for_checked, codes, cost,
@@ -28,6 +29,7 @@ use super::{
 use crate::{
     auth::Caller,
     config::{LimitsSettings, Settings},
+    metrics::{Metrics, Refusal},
     upstream::Upstreams,
 };
 
@@ -41,6 +43,7 @@ pub struct Executor {
     max_concurrency: usize,
     limits: LimitsSettings,
     persisted: Arc<PersistedQueries>,
+    metrics: Arc<Metrics>,
     documents: Arc<Documents>,
     responses: Option<Arc<WholeResponses>>,
 }
@@ -79,6 +82,7 @@ impl Executor {
         schema: AppSchema,
         upstreams: Arc<Upstreams>,
         settings: &Settings,
+        metrics: Arc<Metrics>,
     ) -> Result<Self, ManifestError> {
         Ok(Self {
             schema,
@@ -88,6 +92,7 @@ impl Executor {
             max_concurrency: settings.upstream.max_concurrency,
             limits: settings.limits.clone(),
             persisted: Arc::new(PersistedQueries::new(&settings.persisted_queries)?),
+            metrics,
             documents: Arc::default(),
         })
     }
@@ -96,8 +101,37 @@ impl Executor {
     pub async fn execute(
         &self,
         caller: Arc<Caller>,
+        request: async_graphql::Request,
+        allow_mutation: bool,
+    ) -> Executed {
+        let started = std::time::Instant::now();
+        let mut seen = Seen::default();
+        let executed = self.run(caller, request, allow_mutation, &mut seen).await;
+        let outcome = match executed.outcome {
+            Outcome::Executed if executed.response.errors.is_empty() => "ok",
+            Outcome::Executed => "error",
+            Outcome::Rejected | Outcome::MutationNotAllowed => "rejected",
+        };
+        self.metrics
+            .request(seen.name.as_deref(), seen.kind, outcome, started.elapsed());
+        for (code, refusal) in [
+            ("FORBIDDEN", Refusal::Forbidden),
+            ("COST_ESTIMATED_TOO_EXPENSIVE", Refusal::CostEstimated),
+            ("COST_ACTUAL_TOO_EXPENSIVE", Refusal::CostActual),
+        ] {
+            if executed.response.errors.iter().any(|e| has_code(e, code)) {
+                self.metrics.refusal(refusal);
+            }
+        }
+        executed
+    }
+
+    async fn run(
+        &self,
+        caller: Arc<Caller>,
         mut request: async_graphql::Request,
         allow_mutation: bool,
+        seen: &mut Seen,
     ) -> Executed {
         let deadline = Instant::now() + self.limits.request_timeout();
         if let Err(err) = self.persisted.resolve(&mut request) {
@@ -109,11 +143,13 @@ impl Executor {
         let response_key = match &self.responses {
             Some(responses) => {
                 let key = ResponseKey::new(request_key.clone(), &caller);
-                if let Some(body) = responses.get(&key, &caller).await {
+                if let Some(hit) = responses.get(&key, &caller).await {
+                    seen.kind = "query";
+                    seen.name = hit.operation_name.as_deref().map(str::to_owned);
                     return Executed {
                         response: Response::default(),
                         outcome: Outcome::Executed,
-                        body: Some(body),
+                        body: Some(hit.body),
                     };
                 }
                 Some(key)
@@ -137,6 +173,12 @@ impl Executor {
             let err = ServerError::new(message, None);
             return Executed::rejected(codes::with_default_code(err, codes::VALIDATION_FAILED));
         };
+        seen.kind = match operation.ty {
+            OperationType::Query => "query",
+            OperationType::Mutation => "mutation",
+            OperationType::Subscription => "subscription",
+        };
+        seen.name = chosen_name(&document, operation_name.as_deref()).map(str::to_owned);
         if operation.ty == OperationType::Mutation && !allow_mutation {
             return Executed {
                 response: Response::from_errors(vec![codes::with_default_code(
@@ -170,6 +212,15 @@ impl Executor {
             ));
         }
 
+        let span = tracing::info_span!(
+            "graphql",
+            otel.name = %match &seen.name {
+                Some(name) => format!("{} {name}", seen.kind),
+                None => seen.kind.to_owned(),
+            },
+            graphql.operation.name = seen.name.as_deref(),
+            graphql.operation.type = seen.kind,
+        );
         let (context, batches) = RequestContext::new(
             self.upstreams.clone(),
             self.max_concurrency,
@@ -189,7 +240,10 @@ impl Executor {
         // Every upstream wait is bounded by the deadline already; this bound is for the rest.
         let last_resort = deadline + Duration::from_secs(1);
         let execution = batches.drive(schema.execute(request.data(context).data(caller)));
-        let Ok(mut response) = tokio::time::timeout_at(last_resort, execution).await else {
+        let Ok(mut response) = tokio::time::timeout_at(last_resort, execution)
+            .instrument(span)
+            .await
+        else {
             let err = codes::with_default_code(
                 ServerError::new("the request's time ran out", None),
                 "REQUEST_TIMEOUT",
@@ -229,7 +283,8 @@ impl Executor {
             && let Ok(json) = serde_json::to_vec(&response)
         {
             let json = Bytes::from(json);
-            responses.put(key, json.clone(), record.take()).await;
+            let name = seen.name.as_deref().map(Arc::from);
+            responses.put(key, json.clone(), name, record.take()).await;
             body = Some(json);
         }
         Executed {
@@ -238,6 +293,47 @@ impl Executor {
             body,
         }
     }
+}
+
+/// What the request turned out to be, for its metrics: unknown until its operation is found.
+struct Seen {
+    name: Option<String>,
+    kind: &'static str,
+}
+
+impl Default for Seen {
+    fn default() -> Self {
+        Self {
+            name: None,
+            kind: "unknown",
+        }
+    }
+}
+
+/// The name of the operation that runs: the one asked for, or the document's only one when
+/// that has a name (the parser keeps an anonymous operation without one).
+fn chosen_name<'a>(
+    document: &'a ExecutableDocument,
+    requested: Option<&'a str>,
+) -> Option<&'a str> {
+    match &document.operations {
+        DocumentOperations::Single(_) => None,
+        DocumentOperations::Multiple(operations) => requested.or_else(|| {
+            let mut names = operations.keys();
+            match (names.next(), names.next()) {
+                (Some(only), None) => Some(only.as_str()),
+                _ => None,
+            }
+        }),
+    }
+}
+
+fn has_code(error: &ServerError, code: &str) -> bool {
+    error
+        .extensions
+        .as_ref()
+        .and_then(|extensions| extensions.get("code"))
+        .is_some_and(|value| matches!(value, Value::String(c) if c == code))
 }
 
 fn too_expensive(estimated: u64, limit: u64) -> ServerError {

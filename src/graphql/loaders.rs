@@ -1,6 +1,7 @@
 //! Per-request DataLoaders: whatever a query names, each distinct upstream resource is read once
 //! per request, and distinct resources are read concurrently (at most `max_concurrency` at a
-//! time per upstream).
+//! time per upstream; across requests, `upstream::http` caps each upstream at `max_in_flight`,
+//! and a load waits for that permit within the request's deadline like any other wait).
 //!
 //! A loader's value is the per-key `Result`, so one failing key (a 404 for one protocol's
 //! interactions) fails only the fields that need it, not the whole batch.
@@ -38,7 +39,7 @@ use crate::{
         AuthorizationProtocolPage, InteractionPage, InteractionQuery, ProtocolQuery, Service,
         ServiceProtocol,
     },
-    upstream::{Fetched, UpstreamError, Upstreams, newest_of},
+    upstream::{Fetched, UpstreamError, Upstreams},
 };
 
 type Loaded<T> = Result<Arc<T>, LoadError>;
@@ -381,7 +382,7 @@ impl Loader<LatestKey> for MosiaLoader {
             .filter_map(|key| {
                 let (answered, loaded) = by_beneficiary.get(key.unique_key.as_str())?;
                 let value = match loaded {
-                    Ok(answer) => Ok(newest_of(answer, *answered, key.limit)?),
+                    Ok(answer) => Ok(crate::model::newest_of(answer, *answered, key.limit)?),
                     Err(err) => Err(err.clone()),
                 };
                 Some((key.clone(), value))

@@ -171,20 +171,12 @@ async fn prove_own_protocol(
         protocol: Some(protocol.to_owned()),
         ..ProtocolQuery::first_page()
     };
-    let page = match load_one(&request(ctx).protocols, (own.to_owned(), query)).await {
-        Ok(page) => page,
-        Err(LoadError::Upstream(err)) if err.kind == UpstreamErrorKind::NotFound => {
-            return Err(access::refuse(
-                caller,
-                operation,
-                Some(own),
-                Some(protocol),
-                "not_own",
-            ));
-        }
+    let owned = match load_one(&request(ctx).protocols, (own.to_owned(), query)).await {
+        Ok(page) => page.items.iter().any(|item| item.protocol == protocol),
+        Err(LoadError::Upstream(err)) if err.kind == UpstreamErrorKind::NotFound => false,
         Err(err) => return Err(err.into()),
     };
-    if !page.items.iter().any(|item| item.protocol == protocol) {
+    if !owned {
         return Err(access::refuse(
             caller,
             operation,

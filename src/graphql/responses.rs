@@ -136,6 +136,8 @@ impl Record {
 
 struct Entry {
     body: Bytes,
+    /// The operation's name, for the request metrics of a hit.
+    operation_name: Option<Arc<str>>,
     sources: Box<[Source]>,
     reads: Box<[ReadFact]>,
     /// Until the first of its sources would expire: memory is freed then at the latest.
@@ -160,6 +162,12 @@ impl Expiry<ResponseKey, Arc<Entry>> for UntilFirstSourceExpires {
 const ENTRY_OVERHEAD: usize = 256;
 /// What one source costs in an entry (its key's strings are short).
 const SOURCE_WEIGHT: usize = 160;
+
+/// A stored response, for a request that may be answered with it.
+pub(crate) struct Hit {
+    pub(crate) body: Bytes,
+    pub(crate) operation_name: Option<Arc<str>>,
+}
 
 /// The whole-response cache; see the module's documentation.
 pub(crate) struct WholeResponses {
@@ -191,38 +199,47 @@ impl WholeResponses {
 
     /// The stored response for `key` while every source it was built from is live; logs the
     /// beneficiary reads it answers for `caller`.
-    pub(crate) async fn get(&self, key: &ResponseKey, caller: &Caller) -> Option<Bytes> {
+    pub(crate) async fn get(&self, key: &ResponseKey, caller: &Caller) -> Option<Hit> {
         let entry = self.entries.get(key)?;
-        for source in &entry.sources {
-            if self.upstreams.freshness_left(source).await.is_none() {
-                self.entries.invalidate(key);
-                return None;
-            }
+        if self
+            .upstreams
+            .freshness_left(&entry.sources)
+            .await
+            .is_none()
+        {
+            self.entries.invalidate(key);
+            return None;
         }
         for read in &entry.reads {
             access::audit_cached_read(caller, read);
         }
-        Some(entry.body.clone())
+        Some(Hit {
+            body: entry.body.clone(),
+            operation_name: entry.operation_name.clone(),
+        })
     }
 
     /// Stores `body`, the response to `key` built from what `recorded` says, when it may be:
     /// complete, built from live sources only, within the size bound. The caller checks that
     /// it is a query's response without errors or warnings.
-    pub(crate) async fn put(&self, key: ResponseKey, body: Bytes, recorded: Recorded) {
+    pub(crate) async fn put(
+        &self,
+        key: ResponseKey,
+        body: Bytes,
+        operation_name: Option<Arc<str>>,
+        recorded: Recorded,
+    ) {
         if recorded.incomplete || body.len() > self.max_entry_bytes {
             return;
         }
+        // A source that ended while the response was being built (a mutation, a TTL) makes
+        // the response outdated before it is stored.
+        let Some(left) = self.upstreams.freshness_left(&recorded.sources).await else {
+            return;
+        };
         // A response with no source (only `__typename`, say) would live as long as its key
         // stays in the cache; a minute bounds what it costs to keep.
-        let mut ttl = Duration::from_secs(60);
-        for source in &recorded.sources {
-            // A source that ended while the response was being built (a mutation, a TTL)
-            // makes the response outdated before it is stored.
-            match self.upstreams.freshness_left(source).await {
-                Some(left) => ttl = ttl.min(left),
-                None => return,
-            }
-        }
+        let ttl = left.min(Duration::from_secs(60));
         let weight = body.len()
             + key.request.weight()
             + ENTRY_OVERHEAD
@@ -230,6 +247,7 @@ impl WholeResponses {
             + recorded.reads.len() * SOURCE_WEIGHT;
         let entry = Entry {
             body,
+            operation_name,
             sources: recorded.sources.into_boxed_slice(),
             reads: recorded.reads.into_boxed_slice(),
             ttl,

@@ -1,9 +1,10 @@
 //! TOTVS's authorization protocols, their statuses and their interactions.
 
 use chrono::NaiveDate;
+use serde::{Deserialize, Serialize};
 
 /// A request for authorization of a procedure.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuthorizationProtocol {
     pub protocol: String,
     pub subscriber_id: String,
@@ -19,7 +20,7 @@ pub struct AuthorizationProtocol {
 }
 
 /// The professional (doctor, dentist...) behind an authorization request.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Professional {
     pub name: String,
     pub council: Option<String>,
@@ -28,7 +29,7 @@ pub struct Professional {
 }
 
 /// The status of an authorization request, after TOTVS's codes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum AuthorizationStatus {
     Authorized,
     PartiallyAuthorized,
@@ -72,7 +73,7 @@ impl AuthorizationStatus {
 }
 
 /// The kind of authorization.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AuthorizationType {
     Sadt,
     Hospitalization,
@@ -91,7 +92,7 @@ impl AuthorizationType {
 }
 
 /// One page of a subscriber's authorization protocols.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuthorizationProtocolPage {
     pub items: Vec<AuthorizationProtocol>,
     pub has_next: bool,
@@ -101,7 +102,7 @@ pub struct AuthorizationProtocolPage {
 }
 
 /// A contact between the health plan and the beneficiary about an authorization protocol.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Interaction {
     pub sector: String,
     pub beneficiary_name: String,
@@ -111,7 +112,7 @@ pub struct Interaction {
 }
 
 /// One page of a protocol's interactions.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InteractionPage {
     pub items: Vec<Interaction>,
     pub has_next: bool,
@@ -119,7 +120,7 @@ pub struct InteractionPage {
 }
 
 /// Filters and paging of a subscriber's protocol list.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ProtocolQuery {
     pub protocol: Option<String>,
     pub protocol_or_authorization: Option<String>,
@@ -143,7 +144,7 @@ impl ProtocolQuery {
 }
 
 /// A page of a protocol's interactions.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct InteractionQuery {
     pub protocol: String,
     pub page: u32,
@@ -151,7 +152,7 @@ pub struct InteractionQuery {
 }
 
 /// A new authorization request, already validated.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct AuthorizationRequest {
     pub subscriber_id: String,
     pub professional_name: String,

@@ -4,20 +4,28 @@
 //! Nothing here knows GraphQL or HTTP. Clients decode wire JSON into these types; the
 //! `graphql` layer exposes them. Keeping them apart is what lets a client change its wire
 //! types without touching the schema, and the schema change without touching a client.
+//!
+//! The types are serde-serializable because the fleet's Redis tier stores decoded answers;
+//! that encoding is the gateway's own (never an upstream's wire format), versioned by the
+//! Redis key prefix.
 
 mod authorization;
 mod service;
 
 use std::fmt;
 
+use serde::{Deserialize, Serialize};
+
 pub use authorization::{
     AuthorizationProtocol, AuthorizationProtocolPage, AuthorizationRequest, AuthorizationStatus,
     AuthorizationType, Interaction, InteractionPage, InteractionQuery, Professional, ProtocolQuery,
 };
-pub use service::{Code, Person, ServiceProtocol, strip_key_suffix};
+#[cfg(test)]
+pub(crate) use service::sample_protocols;
+pub use service::{Code, Person, ServiceProtocol, newest_of, strip_key_suffix};
 
 /// Which upstream a call, an error or a metric belongs to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Service {
     Mosia,
     Totvs,

@@ -2,10 +2,13 @@
 
 use std::{fmt, sync::Arc};
 
+use serde::{Deserialize, Serialize};
+
 use crate::model::Service;
 
-/// The error body TOTVS sends (`{code, message, detailedMessage, details}`), kept for the client.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// The error body TOTVS sends (`{code, message, detailedMessage, details}`), kept for the client
+/// (and in the fleet's Redis tier with a remembered 404).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Fault {
     pub code: Option<String>,
     pub message: Option<String>,
@@ -13,7 +16,7 @@ pub struct Fault {
     pub details: Vec<FaultDetail>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FaultDetail {
     pub code: Option<String>,
     pub message: Option<String>,

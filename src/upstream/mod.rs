@@ -4,13 +4,20 @@
 //! [`cache::ResponseCache`] and then through a concrete client ([`mosia::MosiaClient`],
 //! [`totvs::TotvsClient`]); each mutation goes straight to TOTVS, at most once per caller and
 //! identical input in flight, and invalidates what it changed.
+//!
+//! With `REDIS_URL`, [`fleet::Fleet`] shares the cache, the mutation guard and the
+//! invalidations with the other replicas (DESIGN.md, "Fleet").
 
+pub(crate) mod breaker;
 pub(crate) mod cache;
 pub(crate) mod clock;
 pub(crate) mod decode;
 pub(crate) mod error;
+pub(crate) mod fleet;
 pub(crate) mod http;
 pub(crate) mod mosia;
+#[cfg(test)]
+mod proptests;
 pub(crate) mod totvs;
 
 use std::sync::Arc;
@@ -20,13 +27,17 @@ use crate::{
     metrics::Metrics,
     model::{
         AuthorizationProtocol, AuthorizationProtocolPage, AuthorizationRequest, InteractionPage,
-        InteractionQuery, ProtocolQuery, ServiceProtocol,
+        InteractionQuery, ProtocolQuery, Service, ServiceProtocol,
     },
 };
+pub(crate) use breaker::BreakerState;
 pub(crate) use cache::{Fetched, ResponseCache, Source};
 use cache::{MutationGuard, MutationInput, MutationKey};
 pub(crate) use error::{Fault, UpstreamError, UpstreamErrorKind};
-pub(crate) use mosia::newest_of;
+use fleet::Fleet;
+pub use fleet::RedisState;
+
+pub(crate) use totvs::TokenStatus;
 
 /// The upstreams as the graph sees them: cached reads, guarded writes.
 pub struct Upstreams {
@@ -34,16 +45,64 @@ pub struct Upstreams {
     totvs: totvs::TotvsClient,
     cache: ResponseCache,
     mutations: MutationGuard,
+    fleet: Option<Arc<Fleet>>,
 }
 
 impl Upstreams {
+    /// The clients, the cache and the guard; with `REDIS_URL`, shared with the fleet (this
+    /// then needs a tokio runtime, and connects in the background).
     pub fn new(settings: &Settings, metrics: Arc<Metrics>) -> Result<Self, reqwest::Error> {
+        let fleet = Fleet::start(settings, metrics.clone());
         Ok(Self {
             mosia: mosia::MosiaClient::new(settings, metrics.clone())?,
             totvs: totvs::TotvsClient::new(settings, metrics.clone())?,
-            cache: ResponseCache::new(&settings.cache, metrics.clone()),
-            mutations: MutationGuard::new(&settings.cache, metrics),
+            cache: ResponseCache::new(&settings.cache, metrics.clone()).with_fleet(fleet.clone()),
+            mutations: MutationGuard::new(&settings.cache, metrics).with_fleet(fleet.clone()),
+            fleet,
         })
+    }
+
+    /// Where an upstream's circuit breaker stands.
+    #[allow(dead_code, reason = "for /readyz, which the server wires")]
+    pub(crate) fn breaker_state(&self, service: Service) -> BreakerState {
+        match service {
+            Service::Mosia => self.mosia.http.breaker_state(),
+            Service::Totvs => self.totvs.http.breaker_state(),
+        }
+    }
+
+    /// With a fleet tier, waits briefly for Redis so that the first requests share it; a Redis
+    /// still out of reach is only a degraded start.
+    pub async fn wait_for_fleet(&self) {
+        if let Some(fleet) = &self.fleet {
+            fleet.wait_until_up().await;
+        }
+    }
+
+    /// Obtains what the upstreams need before the first request: the TOTVS token.
+    pub async fn warm_up(&self) {
+        self.totvs.warm_up().await;
+    }
+
+    pub(crate) fn token_status(&self) -> TokenStatus {
+        self.totvs.token_status()
+    }
+
+    /// Measures the shared cache into the metrics (entries and bytes), for `/metrics`.
+    pub async fn measure_cache(&self) {
+        self.cache.measure().await;
+    }
+
+    /// The fleet's shared tier, for the rate limits; none without `REDIS_URL`.
+    pub(crate) fn fleet(&self) -> Option<Arc<Fleet>> {
+        self.fleet.clone()
+    }
+
+    /// Whether the replicas share the Redis tier right now (for `/readyz`).
+    pub fn redis_state(&self) -> RedisState {
+        self.fleet
+            .as_ref()
+            .map_or(RedisState::Disabled, |fleet| fleet.state())
     }
 
     /// As [`Self::new`], with the cache on `clock`.
@@ -58,12 +117,13 @@ impl Upstreams {
             totvs: totvs::TotvsClient::new(settings, metrics.clone())?,
             cache: ResponseCache::with_clock(&settings.cache, metrics.clone(), clock),
             mutations: MutationGuard::new(&settings.cache, metrics),
+            fleet: None,
         })
     }
 
-    /// How much longer the cached answer `source` names stays fresh and current, if it does.
-    pub(crate) async fn freshness_left(&self, source: &Source) -> Option<std::time::Duration> {
-        self.cache.freshness_left(source).await
+    /// How much longer every cached answer `sources` names stays fresh and current, if all do.
+    pub(crate) async fn freshness_left(&self, sources: &[Source]) -> Option<std::time::Duration> {
+        self.cache.freshness_left(sources).await
     }
 
     /// Mosia's newest `limit` service protocols of a beneficiary.
@@ -126,7 +186,8 @@ impl Upstreams {
             .await;
         if let Ok(changed) = &result {
             self.cache
-                .invalidate_protocol(&changed.subscriber_id, protocol);
+                .invalidate_everywhere(&changed.subscriber_id, protocol)
+                .await;
         }
         result
     }
@@ -147,7 +208,8 @@ impl Upstreams {
             .await;
         if let Ok(created) = &result {
             self.cache
-                .invalidate_protocol(&request.subscriber_id, &created.protocol);
+                .invalidate_everywhere(&request.subscriber_id, &created.protocol)
+                .await;
         }
         result
     }

@@ -17,41 +17,24 @@ use super::{
     cache::Decoded,
     decode,
     error::{UpstreamError, UpstreamErrorKind},
-    http::{HttpUpstream, Idempotency},
+    http::{HttpUpstream, Idempotency, Route},
 };
 use crate::{
     config::Settings,
-    metrics::Metrics,
+    metrics::{Metrics, Series},
     model::{Code, Person, Service, ServiceProtocol, strip_key_suffix},
 };
 
 /// The most protocols Mosia lists at once (`totalProtocolos` is 1..10).
 pub(crate) const MAX_LIMIT: u8 = 10;
 
-/// The answer for `limit` taken from Mosia's answer for `answered`, when it holds it.
-///
-/// Mosia answers newest first, so its answer for a limit starts with its answer for every
-/// smaller one: the answer for `limit <= answered` is the first `limit` items. Every reuse of
-/// an answer for another limit (one request's loads, the cache across requests) goes through
-/// here, so the rule has one home.
-pub(crate) fn newest_of(
-    answer: &Arc<Vec<ServiceProtocol>>,
-    answered: u8,
-    limit: u8,
-) -> Option<Arc<Vec<ServiceProtocol>>> {
-    if limit > answered {
-        return None;
-    }
-    let limit = usize::from(limit);
-    Some(if answer.len() > limit {
-        Arc::new(answer[..limit].to_vec())
-    } else {
-        answer.clone()
-    })
-}
+const LATEST_ROUTE: Route = Route {
+    series: Series::Mosia,
+    template: "/clientes/ocorrencias/ultimosProtocolos",
+};
 
 pub(crate) struct MosiaClient {
-    http: HttpUpstream,
+    pub(super) http: HttpUpstream,
     token: HeaderValue,
     metrics: Arc<Metrics>,
 }
@@ -87,7 +70,7 @@ impl MosiaClient {
             .url(&["clientes", "ocorrencias", "ultimosProtocolos"]);
         let answer = self
             .http
-            .send(Idempotency::Read, |client| {
+            .send(Idempotency::Read, LATEST_ROUTE, |client| {
                 client
                     .get(url.clone())
                     .header(AUTHORIZATION, self.token.clone())
@@ -113,44 +96,68 @@ impl MosiaClient {
                 status = status.as_u16(),
                 "upstream error"
             );
+            if kind == UpstreamErrorKind::Malformed {
+                answer.unusable();
+            }
             return Err(UpstreamError::new(Service::Mosia, kind).with_status(status.as_u16()));
         }
-        let envelope: Envelope = serde_json::from_slice(&answer.body)
-            .map_err(|err| self.http.malformed(status, &err))?;
-        if envelope.status != Some(true) {
-            return Err(self.http.malformed(status, &"envelope status is not true"));
-        }
-        let items = envelope.data.unwrap_or_default();
-        let limit = usize::from(limit);
-        if items.len() > limit {
+        let latest = decode_latest(&answer.body, unique_key, limit)
+            .map_err(|err| self.http.malformed(&answer, &err))?;
+        if latest.beyond_limit > 0 {
             // Mosia documents newest first; a longer answer than asked for is cut, not trusted.
             self.metrics
-                .items_dropped(Service::Mosia, items.len() - limit);
+                .items_dropped(Service::Mosia, latest.beyond_limit);
         }
-        let protocols = items
-            .into_iter()
-            .take(limit)
-            .map(ServiceProtocol::try_from)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|err| self.http.malformed(status, &err))?;
-        // The gateway's token reads every beneficiary: a protocol about another one in this
-        // answer is Mosia's mistake, and must not reach a caller allowed to see only this one.
-        let (protocols, foreign): (Vec<_>, Vec<_>) = protocols
-            .into_iter()
-            .partition(|p| p.beneficiary.unique_key == unique_key);
-        if !foreign.is_empty() {
+        if latest.foreign > 0 {
             tracing::warn!(
                 service = "mosia",
-                dropped = foreign.len(),
+                dropped = latest.foreign,
                 "answer held protocols of another beneficiary"
             );
-            self.metrics.items_dropped(Service::Mosia, foreign.len());
+            self.metrics.items_dropped(Service::Mosia, latest.foreign);
         }
         Ok(Decoded {
-            value: protocols,
+            value: latest.protocols,
             bytes: answer.body.len(),
         })
     }
+}
+
+/// A Mosia answer as the gateway passes it on, and what it left out.
+#[derive(Debug)]
+pub(super) struct Latest {
+    pub protocols: Vec<ServiceProtocol>,
+    /// Items past the `limit` asked for.
+    pub beyond_limit: usize,
+    /// Items about another beneficiary than the one asked for.
+    pub foreign: usize,
+}
+
+/// Decodes Mosia's envelope for `unique_key`: at most `limit` protocols, none of another
+/// beneficiary's.
+pub(super) fn decode_latest(body: &[u8], unique_key: &str, limit: u8) -> Result<Latest, String> {
+    let envelope: Envelope = serde_json::from_slice(body).map_err(|err| err.to_string())?;
+    if envelope.status != Some(true) {
+        return Err("envelope status is not true".into());
+    }
+    let items = envelope.data.unwrap_or_default();
+    let limit = usize::from(limit);
+    let beyond_limit = items.len().saturating_sub(limit);
+    let protocols = items
+        .into_iter()
+        .take(limit)
+        .map(ServiceProtocol::try_from)
+        .collect::<Result<Vec<_>, _>>()?;
+    // The gateway's token reads every beneficiary: a protocol about another one in this
+    // answer is Mosia's mistake, and must not reach a caller allowed to see only this one.
+    let (protocols, foreign): (Vec<_>, Vec<_>) = protocols
+        .into_iter()
+        .partition(|p| p.beneficiary.unique_key == unique_key);
+    Ok(Latest {
+        protocols,
+        beyond_limit,
+        foreign: foreign.len(),
+    })
 }
 
 #[derive(Deserialize)]
@@ -236,58 +243,5 @@ impl From<PersonDto> for Person {
             name: strip_key_suffix(&name, &dto.chave_unica).to_owned(),
             unique_key: dto.chave_unica,
         }
-    }
-}
-
-#[cfg(test)]
-pub(super) mod tests {
-    use super::*;
-
-    /// `count` protocols, newest first, as Mosia would answer them.
-    pub(crate) fn protocols(count: usize) -> Vec<ServiceProtocol> {
-        let person = Person {
-            name: "HERNANDES".into(),
-            unique_key: "13331584754".into(),
-        };
-        let code = Code {
-            id: 1,
-            description: "Aberto".into(),
-        };
-        (0..count)
-            .map(|i| ServiceProtocol {
-                number: format!("p{i}"),
-                occurrence_type: code.clone(),
-                status: code.clone(),
-                subject: None,
-                registered_at: chrono::DateTime::UNIX_EPOCH,
-                updated_at: None,
-                beneficiary: person.clone(),
-                requester: person.clone(),
-            })
-            .collect()
-    }
-
-    #[test]
-    fn an_answer_for_a_limit_serves_a_smaller_one_as_its_first_items() {
-        let ten = Arc::new(protocols(10));
-
-        let three = newest_of(&ten, 10, 3).unwrap();
-
-        assert_eq!(*three, ten[..3]);
-    }
-
-    #[test]
-    fn a_short_answer_serves_a_smaller_limit_whole() {
-        let two = Arc::new(protocols(2));
-
-        assert!(Arc::ptr_eq(&newest_of(&two, 10, 5).unwrap(), &two));
-    }
-
-    #[test]
-    fn an_answer_never_serves_a_larger_limit() {
-        let three = Arc::new(protocols(3));
-
-        assert_eq!(newest_of(&three, 3, 5), None);
-        assert_eq!(*newest_of(&three, 3, 3).unwrap(), *three);
     }
 }

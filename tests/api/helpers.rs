@@ -52,7 +52,8 @@ pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
     pub metrics: Arc<Metrics>,
-    _shutdown: oneshot::Sender<()>,
+    /// Sending (or dropping) it begins the shutdown.
+    shutdown: Option<oneshot::Sender<()>>,
 }
 
 /// Fake Mosia and TOTVS servers, with TOTVS's token endpoint answering the documented body.
@@ -101,6 +102,18 @@ impl Upstreams {
 }
 
 impl Upstreams {
+    /// Requests TOTVS received for anything but a token: the gateway logs in at start on its
+    /// own, whatever the requests.
+    pub async fn totvs_resource_requests(&self) -> usize {
+        self.totvs
+            .received_requests()
+            .await
+            .unwrap()
+            .iter()
+            .filter(|r| r.url.path() != TOKEN_PATH)
+            .count()
+    }
+
     /// Mosia answers its documented body: exactly `times` times, or any number with `None`.
     pub async fn mosia_documented(&self, times: impl Into<Option<u64>>) {
         let mock = mosia_get().respond_with(
@@ -142,7 +155,14 @@ impl TestApp {
                 .build()
                 .unwrap(),
             metrics,
-            _shutdown: tx,
+            shutdown: Some(tx),
+        }
+    }
+
+    /// Begins the shutdown: the app drains, then stops.
+    pub fn begin_shutdown(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
         }
     }
 
@@ -211,6 +231,18 @@ impl TestApp {
 
     pub fn counts(&self) -> MetricsSnapshot {
         self.metrics.snapshot()
+    }
+
+    /// `/readyz` once it answers `status` (polled for at most ten seconds), as its JSON body.
+    pub async fn readyz_until(&self, status: u16) -> Value {
+        for _ in 0..400 {
+            let response = self.get("/readyz").await;
+            if response.status() == status {
+                return response.json().await.unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("/readyz never answered {status}");
     }
 }
 

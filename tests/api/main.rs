@@ -3,10 +3,16 @@
 
 mod access;
 mod batching;
+mod bounds;
 mod conformance;
 mod connections;
 mod errors;
+mod fleet;
 mod helpers;
+mod hostile;
 mod http;
+mod metrics;
 mod mutations;
+mod readiness;
 mod reads;
+mod telemetry;

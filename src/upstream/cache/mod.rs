@@ -9,7 +9,12 @@
 //!
 //! Every one of those moments and ages is read from one [`Clock`], and freshness is decided
 //! at read time by it; moka's own expiry uses the same TTLs but only frees memory.
+//!
+//! With a fleet tier (`REDIS_URL`), a read first checks the fleet's epoch and marks (one
+//! round trip) and serves a local entry only when it is newer than them; a miss looks in
+//! Redis and then goes upstream under a fleet-wide lease (`fleet.rs`).
 
+mod fleet;
 mod mutation;
 mod source;
 #[cfg(test)]
@@ -19,16 +24,18 @@ use std::{
     hash::Hash,
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
 
 use moka::{Expiry, future::Cache};
+use serde::Serialize;
 
 use super::{
     clock::Clock,
     error::{UpstreamError, UpstreamErrorKind},
+    fleet::{Fleet, Stamp, View},
     mosia,
 };
 use crate::{
@@ -68,7 +75,7 @@ impl<T> Clone for Fetched<T> {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 pub(crate) enum CacheKey {
     Latest {
         unique_key: String,
@@ -96,6 +103,9 @@ struct Entry {
     /// whether it can show a change, count from there.
     started: Instant,
     weight: u32,
+    /// The fleet's stamp of the same moment; `None` when fetched while Redis was out of reach
+    /// (such an entry serves only while it still is).
+    stamp: Option<Stamp>,
 }
 
 /// A type the cache can hold.
@@ -164,6 +174,10 @@ pub struct ResponseCache {
     /// When each protocol was last changed by a mutation.
     changed_protocols: moka::sync::Cache<String, Instant>,
     metrics: Arc<Metrics>,
+    /// The shared tier, when replicas share one.
+    fleet: Option<Arc<Fleet>>,
+    /// The fleet's epoch generation these entries belong to.
+    generation: AtomicU64,
 }
 
 /// Entries are weighed by body size plus this, for the key and bookkeeping.
@@ -207,7 +221,11 @@ impl ResponseCache {
         let changes = || {
             moka::sync::Cache::builder()
                 .max_capacity(100_000)
-                .time_to_live(longest.max(stale_for) + Duration::from_secs(1))
+                .time_to_live(
+                    longest
+                        .max(stale_for)
+                        .saturating_add(Duration::from_secs(1)),
+                )
                 .build()
         };
         Self {
@@ -221,7 +239,15 @@ impl ResponseCache {
             changed_subscribers: changes(),
             changed_protocols: changes(),
             metrics,
+            fleet: None,
+            generation: AtomicU64::new(0),
         }
+    }
+
+    /// The cache under a fleet's shared tier (none: one process alone).
+    pub(crate) fn with_fleet(mut self, fleet: Option<Arc<Fleet>>) -> Self {
+        self.fleet = fleet;
+        self
     }
 
     /// The cached answer for `key`, or the one `fetch` brings (shared with any concurrent
@@ -245,17 +271,42 @@ impl ResponseCache {
                 source: None,
             });
         }
-        if let Some(entry) = self.current(&key).await {
-            self.metrics.cache_hit();
-            return answer(&key, &entry);
+        let local = self.current(&key).await;
+        let mut view = self.view(&key, local.as_ref()).await;
+        self.read(key, local, &mut view, &fetch).await
+    }
+
+    /// A read of `key` after its fleet check: `local` (fresh and current by the local rules)
+    /// when the fleet allows it, else one shared fetch.
+    async fn read<T, F, Fut>(
+        &self,
+        key: CacheKey,
+        local: Option<Entry>,
+        view: &mut Option<View>,
+        fetch: &F,
+    ) -> Result<Fetched<T>, UpstreamError>
+    where
+        T: Cacheable,
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<Decoded<T>, UpstreamError>>,
+    {
+        if let Some(entry) = local {
+            if self.fleet_allows(&key, &entry, view).await {
+                self.metrics.cache_hit();
+                return answer(&key, &entry);
+            }
+            self.fresh.invalidate(&key).await;
         }
-        let mut result = self.fetch_coalesced(&key, &fetch).await;
+        let prefetched = view.as_mut().and_then(|view| view.value.take());
+        let mut result = self
+            .fetch_coalesced(&key, fetch, view.as_ref(), prefetched)
+            .await;
         // A read that joined a fetch started before a mutation it must see: read once more.
         if let Ok((entry, false)) = &result
-            && !self.is_current(&key, entry)
+            && !(self.is_current(&key, entry) && self.fleet_allows(&key, entry, view).await)
         {
             self.fresh.invalidate(&key).await;
-            result = self.fetch_coalesced(&key, &fetch).await;
+            result = self.fetch_coalesced(&key, fetch, view.as_ref(), None).await;
         }
         let ran = matches!(result, Ok((_, true)));
         let result = result.map(|(entry, _)| entry);
@@ -280,12 +331,28 @@ impl ResponseCache {
             }
             Err(err) => {
                 if err.is_outage()
-                    && let Some(fetched) = self.stale_answer(&key).await
+                    && let Some(fetched) = self.stale_answer(&key, view).await
                 {
                     return Ok(fetched);
                 }
                 Err(err)
             }
+        }
+    }
+
+    /// Sets the cache's size gauges. moka counts lazily: its pending work is done first, so the
+    /// numbers are those of the entries inserted so far.
+    pub async fn measure(&self) {
+        let tiers = [("fresh", Some(&self.fresh)), ("stale", self.stale.as_ref())];
+        for (tier, cache) in tiers {
+            let (entries, bytes) = match cache {
+                Some(cache) => {
+                    cache.run_pending_tasks().await;
+                    (cache.entry_count(), cache.weighted_size())
+                }
+                None => (0, 0),
+            };
+            self.metrics.cache_size(tier, entries, bytes);
         }
     }
 
@@ -320,31 +387,45 @@ impl ResponseCache {
             unique_key: unique_key.into(),
             limit,
         };
+        if !self.enabled {
+            return self.get_or_fetch(key(limit), fetch).await;
+        }
+        let mut cached = Vec::new();
         for cached_limit in limit..=mosia::MAX_LIMIT {
-            let key = key(cached_limit);
-            if let Some((cached, started)) = self.get_fresh(&key).await
-                && let Some(value) = mosia::newest_of(&cached, cached_limit, limit)
+            if let Some(entry) = self.current(&key(cached_limit)).await {
+                cached.push((cached_limit, entry));
+            }
+        }
+        // Mosia's answers depend on no mark: the check is the epoch, and the shared value
+        // when nothing local can answer.
+        let mut view = self
+            .view(&key(limit), cached.first().map(|(_, entry)| entry))
+            .await;
+        let mut exact = None;
+        for (cached_limit, entry) in cached {
+            if !self
+                .fleet_allows(&key(cached_limit), &entry, &mut view)
+                .await
             {
+                self.fresh.invalidate(&key(cached_limit)).await;
+                continue;
+            }
+            if let Some(list) = <Vec<ServiceProtocol> as Cacheable>::unwrap(&entry.value)
+                && let Some(value) = crate::model::newest_of(&list, cached_limit, limit)
+            {
+                self.metrics.cache_hit();
                 return Ok(Fetched {
                     value,
                     stale_for: None,
-                    source: Some(Source::new(key, started)),
+                    source: Some(Source::new(key(cached_limit), entry.started)),
                 });
             }
+            if cached_limit == limit {
+                // A remembered 404 for exactly this limit answers as one.
+                exact = Some(entry);
+            }
         }
-        self.get_or_fetch(key(limit), fetch).await
-    }
-
-    /// The value cached for `key`, when it is fresh and current, and when its fetch started;
-    /// never goes upstream.
-    async fn get_fresh<T: Cacheable>(&self, key: &CacheKey) -> Option<(Arc<T>, Instant)> {
-        if !self.enabled {
-            return None;
-        }
-        let entry = self.current(key).await?;
-        let value = T::unwrap(&entry.value)?;
-        self.metrics.cache_hit();
-        Some((value, entry.started))
+        self.read(key(limit), exact, &mut view, &fetch).await
     }
 
     /// The entry for `key` from one upstream call shared by every concurrent caller, and
@@ -353,6 +434,8 @@ impl ResponseCache {
         &self,
         key: &CacheKey,
         fetch: &F,
+        view: Option<&View>,
+        prefetched: Option<Vec<u8>>,
     ) -> Result<(Entry, bool), UpstreamError>
     where
         T: Cacheable,
@@ -365,19 +448,9 @@ impl ResponseCache {
             .fresh
             .try_get_with(key.clone(), async {
                 ran.store(true, Ordering::Relaxed);
-                self.metrics.cache_miss();
-                match fetch().await {
-                    Ok(decoded) => Ok(Entry {
-                        value: T::wrap(Arc::new(decoded.value)),
-                        started,
-                        weight: weight(decoded.bytes),
-                    }),
-                    Err(err) if err.kind == UpstreamErrorKind::NotFound => Ok(Entry {
-                        value: Value::NotFound(err),
-                        started,
-                        weight: weight(0),
-                    }),
-                    Err(err) => Err(err),
+                match view {
+                    Some(view) => self.fill(key, fetch, view, prefetched, started).await,
+                    None => self.fetch_entry(fetch, started, None).await,
                 }
             })
             .await;
@@ -390,10 +463,47 @@ impl ResponseCache {
             .map_err(|err| UpstreamError::clone(&err))
     }
 
-    async fn stale_answer<T: Cacheable>(&self, key: &CacheKey) -> Option<Fetched<T>> {
+    /// The upstream's answer as an entry (a 404 too, briefly); other errors are not kept.
+    async fn fetch_entry<T, F, Fut>(
+        &self,
+        fetch: &F,
+        started: Instant,
+        stamp: Option<Stamp>,
+    ) -> Result<Entry, UpstreamError>
+    where
+        T: Cacheable,
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<Decoded<T>, UpstreamError>>,
+    {
+        self.metrics.cache_miss();
+        match fetch().await {
+            Ok(decoded) => Ok(Entry {
+                value: T::wrap(Arc::new(decoded.value)),
+                started,
+                weight: weight(decoded.bytes),
+                stamp,
+            }),
+            Err(err) if err.kind == UpstreamErrorKind::NotFound => Ok(Entry {
+                value: Value::NotFound(err),
+                started,
+                weight: weight(0),
+                stamp,
+            }),
+            Err(err) => Err(err),
+        }
+    }
+
+    async fn stale_answer<T: Cacheable>(
+        &self,
+        key: &CacheKey,
+        view: &mut Option<View>,
+    ) -> Option<Fetched<T>> {
         let entry = self.stale.as_ref()?.get(key).await?;
         let age = self.clock.since(entry.started);
-        if age > self.stale_for || !self.is_current(key, &entry) {
+        if age > self.stale_for
+            || !self.is_current(key, &entry)
+            || !self.fleet_allows(key, &entry, view).await
+        {
             return None;
         }
         let value = T::unwrap(&entry.value)?;

@@ -1,4 +1,5 @@
-//! The guard that keeps a mutation from reaching TOTVS twice.
+//! The guard that keeps a mutation from reaching TOTVS twice: within one replica by moka's
+//! coalescing, across the fleet by a shared key in Redis when there is one.
 
 use std::{
     sync::{
@@ -9,16 +10,17 @@ use std::{
 };
 
 use moka::future::Cache;
+use serde::Serialize;
 
 use crate::{
     config::CacheSettings,
     metrics::Metrics,
     model::{AuthorizationProtocol, AuthorizationRequest},
-    upstream::UpstreamError,
+    upstream::{UpstreamError, fleet::Fleet},
 };
 
 /// What makes two mutations one submission: the same caller sending the same input.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 pub(crate) struct MutationKey {
     /// Who sends it (the token's `sub`). A double click is one caller's; two callers sending
     /// the same input are two submissions, and neither may receive the other's answer.
@@ -26,7 +28,7 @@ pub(crate) struct MutationKey {
     pub input: MutationInput,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 pub(crate) enum MutationInput {
     Attachments {
         protocol: String,
@@ -39,7 +41,9 @@ pub(crate) enum MutationInput {
 /// arriving within the dedupe window after a success with that success (the double click).
 pub(crate) struct MutationGuard {
     recent: Cache<MutationKey, AuthorizationProtocol>,
+    window: Duration,
     metrics: Arc<Metrics>,
+    fleet: Option<Arc<Fleet>>,
 }
 
 impl MutationGuard {
@@ -51,8 +55,16 @@ impl MutationGuard {
                 .max_capacity(10_000)
                 .time_to_live(window)
                 .build(),
+            window,
             metrics,
+            fleet: None,
         }
+    }
+
+    /// The guard shared with the other replicas through the fleet's tier.
+    pub(crate) fn with_fleet(mut self, fleet: Option<Arc<Fleet>>) -> Self {
+        self.fleet = fleet;
+        self
     }
 
     pub async fn run<F, Fut>(
@@ -65,11 +77,25 @@ impl MutationGuard {
         Fut: Future<Output = Result<AuthorizationProtocol, UpstreamError>>,
     {
         let ran = AtomicBool::new(false);
+        // Caller and input, canonically encoded: the fleet's key (hashed before it reaches Redis).
+        let material = self
+            .fleet
+            .as_ref()
+            .and_then(|_| serde_json::to_vec(&key).ok());
         let result = self
             .recent
             .try_get_with(key, async {
                 ran.store(true, Ordering::Relaxed);
-                send().await
+                match (&self.fleet, material) {
+                    (Some(fleet), Some(material)) => {
+                        let (result, shared) = fleet.send_once(&material, self.window, send).await;
+                        if shared {
+                            self.metrics.mutation_deduplicated();
+                        }
+                        result
+                    }
+                    _ => send().await,
+                }
             })
             .await
             .map_err(|err| UpstreamError::clone(&err));

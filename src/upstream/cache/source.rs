@@ -1,11 +1,12 @@
-//! Which cached answer a value came from, and whether that answer is still the one the cache
-//! would give: what lets a layer above keep something built from cached answers (a whole
-//! GraphQL response) exactly as long as every one of them stays fresh and current, with the
-//! cache's own rules (TTL per kind, 404 TTL, marks left by mutations) and nothing of its own.
+//! Which cached answer a value came from, and whether those answers are still the ones the
+//! cache would give: what lets a layer above keep something built from cached answers (a
+//! whole GraphQL response) exactly as long as every one of them stays fresh and current, with
+//! the cache's own rules (TTL per kind, 404 TTL, marks left by mutations here and, with a
+//! fleet tier, on other replicas) and nothing of its own.
 
 use std::time::{Duration, Instant};
 
-use super::{CacheKey, ResponseCache};
+use super::{CacheKey, ResponseCache, fleet::deps};
 
 /// One fresh cache entry: its key and the moment its fetch started, by the cache's clock.
 ///
@@ -24,22 +25,55 @@ impl Source {
 }
 
 impl ResponseCache {
-    /// How much longer the entry `source` names stays fresh, or `None` when it no longer
-    /// answers reads: expired, evicted, replaced by a newer fetch, or outdated by a mutation.
-    /// Reads nothing upstream and changes nothing (no invalidation, no hit counted).
-    pub(crate) async fn freshness_left(&self, source: &Source) -> Option<Duration> {
+    /// How much longer every entry `sources` names stays fresh (`Duration::MAX` for none), or
+    /// `None` when one of them no longer answers reads: expired, evicted, replaced by a newer
+    /// fetch, outdated by a mutation. With a fleet tier, the marks of all of them are checked
+    /// in one round trip, as a read of each would. Reads nothing upstream, changes no entry
+    /// and counts no hit.
+    pub(crate) async fn freshness_left(&self, sources: &[Source]) -> Option<Duration> {
         if !self.enabled {
             return None;
         }
-        let entry = self.fresh.get(&source.key).await?;
-        if entry.started != source.started || !self.is_current(&source.key, &entry) {
+        let mut left = Duration::MAX;
+        let mut entries = Vec::new();
+        for source in sources {
+            let entry = self.fresh.get(&source.key).await?;
+            if entry.started != source.started || !self.is_current(&source.key, &entry) {
+                return None;
+            }
+            let ttl = self.ttl.of(&source.key, &entry.value);
+            let entry_left = ttl.checked_sub(self.clock.since(entry.started))?;
+            if entry_left.is_zero() {
+                return None;
+            }
+            left = left.min(entry_left);
+            if self.fleet.is_some() {
+                entries.push((deps(&source.key, Some(&entry.value)), entry));
+            }
+        }
+        let Some(fleet) = &self.fleet else {
+            return Some(left);
+        };
+        let mut all = Vec::new();
+        for mark in entries.iter().flat_map(|(deps, _)| deps) {
+            if !all.contains(mark) {
+                all.push(mark.clone());
+            }
+        }
+        // No tier, or a degraded one: the local rules above decide, as for any read.
+        let Some(mut view) = fleet.check(&all, None, || self.clock.now()).await else {
+            return Some(left);
+        };
+        if self.follow_epoch(fleet) {
             return None;
         }
-        let left = self
-            .ttl
-            .of(&source.key, &entry.value)
-            .checked_sub(self.clock.since(entry.started))?;
-        (!left.is_zero()).then_some(left)
+        if !fleet.complete(&mut view, &all).await {
+            return Some(left);
+        }
+        entries
+            .iter()
+            .all(|(deps, entry)| view.allows(entry.stamp.as_ref(), deps))
+            .then_some(left)
     }
 }
 
@@ -108,11 +142,20 @@ mod tests {
         let clock = Clock::manual();
         let cache = cache(&clock);
         let source = read_list(&cache).await.source.expect("a fresh entry");
-        assert_eq!(cache.freshness_left(&source).await, Some(TTL));
+        assert_eq!(
+            cache.freshness_left(std::slice::from_ref(&source)).await,
+            Some(TTL)
+        );
         clock.advance(TTL - MS);
-        assert_eq!(cache.freshness_left(&source).await, Some(MS));
+        assert_eq!(
+            cache.freshness_left(std::slice::from_ref(&source)).await,
+            Some(MS)
+        );
         clock.advance(MS);
-        assert_eq!(cache.freshness_left(&source).await, None);
+        assert_eq!(
+            cache.freshness_left(std::slice::from_ref(&source)).await,
+            None
+        );
     }
 
     #[tokio::test]
@@ -129,7 +172,7 @@ mod tests {
             cache.invalidate_protocol(subscriber, protocol);
             clock.advance(MS);
             assert_eq!(
-                cache.freshness_left(&source).await,
+                cache.freshness_left(std::slice::from_ref(&source)).await,
                 None,
                 "after a mutation of {subscriber:?} / {protocol}"
             );
@@ -144,8 +187,11 @@ mod tests {
         clock.advance(TTL);
         let new = read_list(&cache).await.source.unwrap();
         assert_ne!(old, new);
-        assert_eq!(cache.freshness_left(&old).await, None);
-        assert_eq!(cache.freshness_left(&new).await, Some(TTL));
+        assert_eq!(cache.freshness_left(std::slice::from_ref(&old)).await, None);
+        assert_eq!(
+            cache.freshness_left(std::slice::from_ref(&new)).await,
+            Some(TTL)
+        );
     }
 
     #[tokio::test]
@@ -167,8 +213,16 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(three.value.len(), 3);
-        assert_eq!(three.source, ten.source, "the limit-3 read came from the limit-10 entry");
-        assert!(cache.freshness_left(&three.source.unwrap()).await.is_some());
+        assert_eq!(
+            three.source, ten.source,
+            "the limit-3 read came from the limit-10 entry"
+        );
+        assert!(
+            cache
+                .freshness_left(&[three.source.unwrap()])
+                .await
+                .is_some()
+        );
     }
 
     #[tokio::test]
@@ -192,7 +246,10 @@ mod tests {
         });
         let missing = cache
             .get_or_fetch::<crate::model::InteractionPage, _, _>(key, || async {
-                Err(UpstreamError::new(Service::Totvs, UpstreamErrorKind::NotFound))
+                Err(UpstreamError::new(
+                    Service::Totvs,
+                    UpstreamErrorKind::NotFound,
+                ))
             })
             .await;
         assert!(missing.is_err(), "a 404 is an error, never a source");

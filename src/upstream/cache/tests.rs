@@ -10,8 +10,8 @@ use tokio::sync::Semaphore;
 
 use super::*;
 use crate::{
+    model::sample_protocols as protocols,
     model::{AuthorizationProtocol, AuthorizationStatus, Professional},
-    upstream::mosia::tests::protocols,
 };
 
 const MS: Duration = Duration::from_millis(1);

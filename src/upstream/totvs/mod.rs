@@ -4,7 +4,7 @@
 //! Item field names differ between TOTVS doc versions (`subscriberId`, `subscriber-id`,
 //! `subscriber-_id`, `subscriber_id`), so items are read through [`decode::Folded`] keys.
 
-mod token;
+pub(super) mod token;
 
 use std::sync::Arc;
 
@@ -18,11 +18,11 @@ use super::{
     clock::Clock,
     decode::{self, Folded},
     error::{UpstreamError, UpstreamErrorKind},
-    http::{Answer, HttpUpstream, Idempotency},
+    http::{Answer, HttpUpstream, Idempotency, Route},
 };
 use crate::{
     config::Settings,
-    metrics::Metrics,
+    metrics::{Metrics, Series},
     model::{
         AuthorizationProtocol, AuthorizationProtocolPage, AuthorizationRequest,
         AuthorizationStatus, AuthorizationType, Interaction, InteractionPage, InteractionQuery,
@@ -30,8 +30,23 @@ use crate::{
     },
 };
 use token::TokenManager;
+pub(crate) use token::TokenStatus;
 
 const API: [&str; 4] = ["totvsHealthPlans", "attendance", "v1", "authorizations"];
+
+const fn route(template: &'static str) -> Route {
+    Route {
+        series: Series::Totvs,
+        template,
+    }
+}
+const PROTOCOLS_ROUTE: Route =
+    route("/totvsHealthPlans/attendance/v1/authorizations/{subscriberId}/protocols");
+const INTERACTIONS_ROUTE: Route =
+    route("/totvsHealthPlans/attendance/v1/authorizations/protocols/{protocolId}/interactions");
+const ATTACHMENTS_ROUTE: Route =
+    route("/totvsHealthPlans/attendance/v1/authorizations/protocols/attachments");
+const REQUESTS_ROUTE: Route = route("/totvsHealthPlans/attendance/v1/authorizations/protocols");
 
 /// A protocol list's filters and paging as TOTVS's query string.
 fn protocol_params(query: &ProtocolQuery) -> Vec<(&'static str, String)> {
@@ -99,7 +114,7 @@ impl<'a> From<&'a AuthorizationRequest> for AuthorizationRequestDto<'a> {
 }
 
 pub(crate) struct TotvsClient {
-    http: HttpUpstream,
+    pub(super) http: HttpUpstream,
     tokens: TokenManager,
     metrics: Arc<Metrics>,
 }
@@ -113,12 +128,23 @@ impl TotvsClient {
             &settings.upstream,
             metrics.clone(),
         )?;
-        let tokens = TokenManager::new(&http, settings, metrics.clone(), Clock::System);
+        let tokens = TokenManager::new(&http, settings, Clock::System);
         Ok(Self {
             http,
             tokens,
             metrics: metrics_for_client,
         })
+    }
+
+    /// Obtains the token now rather than on the first request, so that `/readyz` can tell
+    /// whether the gateway holds one. A failure is logged where it happens, and the next call
+    /// tries again.
+    pub async fn warm_up(&self) {
+        let _ = self.tokens.bearer(&self.http).await;
+    }
+
+    pub fn token_status(&self) -> TokenStatus {
+        self.tokens.status()
     }
 
     pub async fn protocols(
@@ -128,24 +154,22 @@ impl TotvsClient {
     ) -> Result<Decoded<AuthorizationProtocolPage>, UpstreamError> {
         let path = [API[0], API[1], API[2], API[3], subscriber_id, "protocols"];
         let page = self
-            .get_page(&path, &protocol_params(query), query.page_size, |item| {
-                protocol_from(item, Some(subscriber_id))
-            })
+            .get_page(
+                PROTOCOLS_ROUTE,
+                &path,
+                &protocol_params(query),
+                query.page_size,
+                |item| protocol_from(item, Some(subscriber_id)),
+            )
             .await?;
-        // The gateway's credentials read every subscriber: an item of another one in this list
-        // is TOTVS's mistake, and must not reach a caller allowed to see only this one.
-        let (items, foreign): (Vec<_>, Vec<_>) = page
-            .value
-            .items
-            .into_iter()
-            .partition(|item| item.subscriber_id == subscriber_id);
-        if !foreign.is_empty() {
+        let (items, foreign) = own_items(page.value.items, subscriber_id);
+        if foreign > 0 {
             warn!(
                 service = "totvs",
-                dropped = foreign.len(),
+                dropped = foreign,
                 "protocol list held items of another subscriber"
             );
-            self.metrics.items_dropped(Service::Totvs, foreign.len());
+            self.metrics.items_dropped(Service::Totvs, foreign);
         }
         Ok(Decoded {
             value: AuthorizationProtocolPage {
@@ -177,7 +201,13 @@ impl TotvsClient {
             ("pageSize", query.page_size.to_string()),
         ];
         let page = self
-            .get_page(&path, &params, query.page_size, interaction_from)
+            .get_page(
+                INTERACTIONS_ROUTE,
+                &path,
+                &params,
+                query.page_size,
+                interaction_from,
+            )
             .await?;
         Ok(Decoded {
             value: InteractionPage {
@@ -192,6 +222,7 @@ impl TotvsClient {
     /// GETs a paged list (`{items, hasNext, remainingRecords}`) and converts each item.
     async fn get_page<T>(
         &self,
+        route: Route,
         path: &[&str],
         params: &[(&str, String)],
         page_size: u32,
@@ -199,7 +230,7 @@ impl TotvsClient {
     ) -> Result<Decoded<Page<T>>, UpstreamError> {
         let url = self.http.url(path);
         let answer = self
-            .authorized(Idempotency::Read, |client, bearer| {
+            .authorized(Idempotency::Read, route, |client, bearer| {
                 client
                     .get(url.clone())
                     .query(params)
@@ -207,33 +238,17 @@ impl TotvsClient {
             })
             .await?;
         let answer = self.expect(answer, StatusCode::OK)?;
-        let page = decode_page(&answer.body)
-            .and_then(|page| {
-                let size = usize::try_from(page_size).unwrap_or(usize::MAX);
-                if page.items.len() > size {
-                    // A page that ignores `pageSize` is cut, not refused: what was asked for
-                    // is in it. Cut before converting, so a huge page costs no more work.
-                    warn!(
-                        service = "totvs",
-                        items = page.items.len(),
-                        page_size,
-                        "page longer than asked for"
-                    );
-                    self.metrics
-                        .items_dropped(Service::Totvs, page.items.len() - size);
-                }
-                Ok(Page {
-                    items: page
-                        .items
-                        .into_iter()
-                        .take(size)
-                        .map(&item_from)
-                        .collect::<Result<_, _>>()?,
-                    has_next: page.has_next,
-                    remaining_records: page.remaining_records,
-                })
-            })
-            .map_err(|err| self.http.malformed(answer.status, &err))?;
+        let (page, beyond_page) = page_from(&answer.body, page_size, item_from)
+            .map_err(|err| self.http.malformed(&answer, &err))?;
+        if beyond_page > 0 {
+            warn!(
+                service = "totvs",
+                dropped = beyond_page,
+                page_size,
+                "page longer than asked for"
+            );
+            self.metrics.items_dropped(Service::Totvs, beyond_page);
+        }
         Ok(Decoded {
             value: page,
             bytes: answer.body.len(),
@@ -252,7 +267,7 @@ impl TotvsClient {
             "protocol": protocol,
             "attachments": hrefs.iter().map(|href| AttachmentDto { href }).collect::<Vec<_>>(),
         });
-        self.post_protocol(url, &body).await
+        self.post_protocol(ATTACHMENTS_ROUTE, url, &body).await
     }
 
     pub async fn request_authorization(
@@ -262,17 +277,18 @@ impl TotvsClient {
         let url = self
             .http
             .url(&[API[0], API[1], API[2], API[3], "protocols"]);
-        self.post_protocol(url, &AuthorizationRequestDto::from(request))
+        self.post_protocol(REQUESTS_ROUTE, url, &AuthorizationRequestDto::from(request))
             .await
     }
 
     async fn post_protocol(
         &self,
+        route: Route,
         url: url::Url,
         body: &impl Serialize,
     ) -> Result<AuthorizationProtocol, UpstreamError> {
         let answer = self
-            .authorized(Idempotency::Write, |client, bearer| {
+            .authorized(Idempotency::Write, route, |client, bearer| {
                 client
                     .post(url.clone())
                     .json(body)
@@ -282,10 +298,10 @@ impl TotvsClient {
         let answer = self.expect(answer, StatusCode::CREATED)?;
         let object = match serde_json::from_slice::<Value>(&answer.body) {
             Ok(Value::Object(object)) => object,
-            Ok(_) => return Err(self.http.malformed(answer.status, &"expected an object")),
-            Err(err) => return Err(self.http.malformed(answer.status, &err)),
+            Ok(_) => return Err(self.http.malformed(&answer, &"expected an object")),
+            Err(err) => return Err(self.http.malformed(&answer, &err)),
         };
-        protocol_from(object, None).map_err(|err| self.http.malformed(answer.status, &err))
+        protocol_from(object, None).map_err(|err| self.http.malformed(&answer, &err))
     }
 
     /// Sends with the current bearer token; on a 401, renews the token once and tries once more
@@ -293,22 +309,26 @@ impl TotvsClient {
     async fn authorized(
         &self,
         idempotency: Idempotency,
+        route: Route,
         build: impl Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
     ) -> Result<Answer, UpstreamError> {
         let (bearer, generation) = self.tokens.bearer(&self.http).await?;
         let answer = self
             .http
-            .send(idempotency, |client| build(client, &bearer))
+            .send(idempotency, route, |client| build(client, &bearer))
             .await?;
         if answer.status != StatusCode::UNAUTHORIZED {
             return Ok(answer);
         }
+        // Settles the breaker's verdict on this call (answered: a success) before the next
+        // one asks it, or a half-open breaker would refuse the retry as a second probe.
+        drop(answer);
         debug!(service = "totvs", "access token refused, renewing it once");
         self.tokens.discard(generation).await;
         let (bearer, _) = self.tokens.bearer(&self.http).await?;
         let answer = self
             .http
-            .send(idempotency, |client| build(client, &bearer))
+            .send(idempotency, route, |client| build(client, &bearer))
             .await?;
         if answer.status == StatusCode::UNAUTHORIZED {
             warn!(
@@ -340,7 +360,10 @@ impl TotvsClient {
             400 | 406 | 409 | 422 => UpstreamErrorKind::BadRequest,
             404 => UpstreamErrorKind::NotFound,
             403 => UpstreamErrorKind::AuthFailed,
-            _ => UpstreamErrorKind::Malformed,
+            _ => {
+                answer.unusable();
+                UpstreamErrorKind::Malformed
+            }
         };
         warn!(
             service = "totvs",
@@ -358,11 +381,55 @@ fn clamp_i32(n: u32) -> i32 {
     i32::try_from(n).unwrap_or(i32::MAX)
 }
 
+/// The items of a protocol list that belong to `subscriber_id`, and how many did not.
+///
+/// The gateway's credentials read every subscriber: an item of another one in this list is
+/// TOTVS's mistake, and must not reach a caller allowed to see only this one.
+pub(super) fn own_items(
+    items: Vec<AuthorizationProtocol>,
+    subscriber_id: &str,
+) -> (Vec<AuthorizationProtocol>, usize) {
+    let (own, foreign): (Vec<_>, Vec<_>) = items
+        .into_iter()
+        .partition(|item| item.subscriber_id == subscriber_id);
+    (own, foreign.len())
+}
+
 /// A page of TOTVS items, of either list.
-struct Page<T> {
-    items: Vec<T>,
-    has_next: bool,
-    remaining_records: i32,
+#[derive(Debug)]
+pub(super) struct Page<T> {
+    pub items: Vec<T>,
+    pub has_next: bool,
+    pub remaining_records: i32,
+}
+
+/// A paged list (`{items, hasNext, remainingRecords}`) with at most `page_size` items, each
+/// converted by `item_from`, and how many items it had past `page_size`.
+///
+/// A page that ignores `pageSize` is cut, not refused: what was asked for is in it. It is cut
+/// before converting, so a long page costs no more work.
+pub(super) fn page_from<T>(
+    body: &[u8],
+    page_size: u32,
+    item_from: impl Fn(Map<String, Value>) -> Result<T, String>,
+) -> Result<(Page<T>, usize), String> {
+    let page = decode_page(body)?;
+    let size = usize::try_from(page_size).unwrap_or(usize::MAX);
+    let beyond_page = page.items.len().saturating_sub(size);
+    let items = page
+        .items
+        .into_iter()
+        .take(size)
+        .map(item_from)
+        .collect::<Result<_, _>>()?;
+    Ok((
+        Page {
+            items,
+            has_next: page.has_next,
+            remaining_records: page.remaining_records,
+        },
+        beyond_page,
+    ))
 }
 
 /// `{items, hasNext, remainingRecords}`, with `hasNext` derived when absent.
@@ -382,10 +449,14 @@ fn decode_page(body: &[u8]) -> Result<Page<Map<String, Value>>, String> {
             _ => Err("an item is not an object".to_owned()),
         })
         .collect::<Result<Vec<_>, _>>()?;
+    // Any number (a negative one, one past i32, a float, a numeric string) reads as a count
+    // within 0..=i32::MAX; anything else as 0.
     let remaining = page
         .text("remainingrecords")
-        .and_then(|n| n.parse::<i64>().ok())
-        .map_or(0, |n| n.clamp(0, i64::from(i32::MAX)) as i32);
+        .and_then(|n| n.trim().parse::<i64>().ok())
+        .map_or(0, |n| {
+            i32::try_from(n.clamp(0, i64::from(i32::MAX))).unwrap_or(i32::MAX)
+        });
     let has_next = match page.get("hasnext") {
         Some(Value::Bool(b)) => *b,
         Some(Value::String(s)) => s.eq_ignore_ascii_case("true"),
@@ -400,7 +471,7 @@ fn decode_page(body: &[u8]) -> Result<Page<Map<String, Value>>, String> {
 
 /// An authorization protocol from any documented field-name style. `subscriber_id` fills in
 /// the subscriber when the item leaves it out (it is the list's own path parameter).
-fn protocol_from(
+pub(super) fn protocol_from(
     item: Map<String, Value>,
     subscriber_id: Option<&str>,
 ) -> Result<AuthorizationProtocol, String> {
@@ -448,7 +519,7 @@ fn protocol_from(
     })
 }
 
-fn interaction_from(item: Map<String, Value>) -> Result<Interaction, String> {
+pub(super) fn interaction_from(item: Map<String, Value>) -> Result<Interaction, String> {
     let item = Folded::new(item);
     Ok(Interaction {
         sector: item.required("sector").unwrap_or_default(),

@@ -1,0 +1,327 @@
+//! Logs and traces: one `tracing` subscriber with a log layer (JSON lines under `serve`,
+//! readable ones under `sandbox`) and, when an OTLP endpoint is configured, an OpenTelemetry
+//! layer exporting spans over OTLP/HTTP (protobuf). Also what ties a request together: its
+//! `x-request-id`, its span, and the W3C trace context it passes to the upstreams.
+
+use std::io::IsTerminal;
+
+use axum::{
+    extract::Request,
+    http::{HeaderMap, HeaderName, HeaderValue},
+};
+use opentelemetry::{
+    propagation::{Extractor, Injector, TextMapPropagator},
+    trace::TracerProvider as _,
+};
+use opentelemetry_otlp::{Protocol, WithExportConfig};
+use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::SdkTracerProvider};
+use tracing::{Dispatch, Level, Span};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::{
+    EnvFilter, Layer, Registry, filter::filter_fn, fmt::MakeWriter, layer::SubscriberExt,
+};
+
+use crate::config::TelemetrySettings;
+
+/// The header a request's id travels in, both ways.
+pub const REQUEST_ID: &str = "x-request-id";
+const MAX_REQUEST_ID_LEN: usize = 64;
+
+/// How log lines look.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line, with the fields of the spans it happened in (`serve`).
+    Json,
+    /// For people at a terminal (`sandbox` and the other commands).
+    Readable,
+}
+
+/// Why telemetry could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    #[error("cannot build the OTLP span exporter: {0}")]
+    Exporter(#[from] opentelemetry_otlp::ExporterBuildError),
+    #[error("a global tracing subscriber is already installed")]
+    AlreadyInstalled,
+}
+
+/// Keeps the span exporter alive; dropping it sends the spans still buffered.
+#[must_use = "dropping it stops the span export"]
+pub struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+    /// Flushes the log lines still queued when dropped.
+    log_writer: Option<tracing_appender::non_blocking::WorkerGuard>,
+}
+
+/// Log lines the non-blocking writer dropped because its queue was full.
+static DROPPED_LOG_LINES: std::sync::OnceLock<tracing_appender::non_blocking::ErrorCounter> =
+    std::sync::OnceLock::new();
+
+/// How many log lines (audit lines included) were dropped under overload so far.
+pub fn dropped_log_lines() -> u64 {
+    DROPPED_LOG_LINES.get().map_or(0, |counter| {
+        u64::try_from(counter.dropped_lines()).unwrap_or(u64::MAX)
+    })
+}
+
+impl Telemetry {
+    /// Sends the spans ended so far. Blocks until the exporter is done: call it outside the
+    /// runtime that serves the collector, if that is in-process.
+    pub fn flush(&self) {
+        if let Some(provider) = &self.provider
+            && let Err(err) = provider.force_flush()
+        {
+            tracing::warn!(error = %err, "could not flush the spans");
+        }
+    }
+}
+
+impl Drop for Telemetry {
+    fn drop(&mut self) {
+        if let Some(provider) = self.provider.take() {
+            let _ = provider.shutdown();
+        }
+    }
+}
+
+/// Log lines queued for stdout before new ones are dropped.
+const LOG_QUEUE_LINES: usize = 65_536;
+
+/// Installs the process-wide subscriber, logging to stdout (colours only on a terminal).
+pub fn init(settings: &TelemetrySettings, format: LogFormat) -> Result<Telemetry, TelemetryError> {
+    let ansi = std::io::stdout().is_terminal();
+    // A request never waits on stdout (a slow `docker logs` reader, a full pipe): lines go
+    // through a bounded queue, and past it they are dropped and counted, never blocking.
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(LOG_QUEUE_LINES)
+        .finish(std::io::stdout());
+    let _ = DROPPED_LOG_LINES.set(writer.error_counter());
+    let (dispatch, mut telemetry) = dispatch(settings, format, writer, ansi)?;
+    telemetry.log_writer = Some(guard);
+    tracing::dispatcher::set_global_default(dispatch)
+        .map_err(|_| TelemetryError::AlreadyInstalled)?;
+    Ok(telemetry)
+}
+
+/// The subscriber [`init`] installs, writing its log lines to `writer`, for a caller that
+/// installs it itself (a test, with `tracing::dispatcher::set_default`).
+pub fn dispatch<W>(
+    settings: &TelemetrySettings,
+    format: LogFormat,
+    writer: W,
+    ansi: bool,
+) -> Result<(Dispatch, Telemetry), TelemetryError>
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    let filter = EnvFilter::try_new(&settings.log_filter)
+        .unwrap_or_else(|_| EnvFilter::new("info,tower_http=warn"));
+    let logs: Box<dyn Layer<Registry> + Send + Sync> = match format {
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            // The list holds the request's span first, whatever span the line was written in.
+            .with_current_span(false)
+            .with_span_list(true)
+            .with_ansi(false)
+            .with_writer(writer)
+            .with_filter(filter)
+            .boxed(),
+        LogFormat::Readable => tracing_subscriber::fmt::layer()
+            .with_ansi(ansi)
+            .with_writer(writer)
+            .with_filter(filter)
+            .boxed(),
+    };
+    let provider = settings
+        .otlp_traces_endpoint
+        .as_ref()
+        .map(|endpoint| tracer_provider(endpoint.as_str(), &settings.service_name))
+        .transpose()?;
+    // Spans only: events (log lines) stay in the logs, where the audit lines' identifiers
+    // already are; the trace backend gets no copy of them.
+    let traces = provider.as_ref().map(|provider| {
+        tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer("protocol-graph"))
+            .with_filter(
+                filter_fn(|metadata| metadata.is_span() && *metadata.level() <= Level::INFO)
+                    .with_max_level_hint(Level::INFO),
+            )
+    });
+    let subscriber = Registry::default().with(logs).with(traces);
+    Ok((
+        Dispatch::new(subscriber),
+        Telemetry {
+            provider,
+            log_writer: None,
+        },
+    ))
+}
+
+fn tracer_provider(
+    endpoint: &str,
+    service_name: &str,
+) -> Result<SdkTracerProvider, TelemetryError> {
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_protocol(Protocol::HttpBinary)
+        .with_endpoint(endpoint)
+        .build()?;
+    Ok(SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(
+            Resource::builder()
+                .with_service_name(service_name.to_owned())
+                .build(),
+        )
+        .build())
+}
+
+/// The span of one HTTP request: every log line of the request carries its `request_id`, and
+/// its trace continues the caller's when the request has a `traceparent`. The path is logged
+/// without its query, which may hold a GET request's variables.
+pub(crate) fn request_span(request: &Request) -> Span {
+    let request_id = request
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default();
+    let span = tracing::info_span!(
+        "request",
+        otel.name = %format!("{} {}", request.method(), request.uri().path()),
+        otel.kind = "server",
+        method = %request.method(),
+        path = request.uri().path(),
+        request_id,
+    );
+    let parent = TraceContextPropagator::new().extract(&HeaderExtractor(request.headers()));
+    // Without the OpenTelemetry layer there is no trace to continue.
+    let _ = span.set_parent(parent);
+    span
+}
+
+/// Drops an incoming `x-request-id` that is too long or holds anything but letters, digits,
+/// `.`, `_` and `-`: it goes into every log line and back to the caller, so it must not be a
+/// way to forge log content. The layer after this one makes a fresh id for a request without.
+pub(crate) async fn drop_unfit_request_id(mut request: Request) -> Request {
+    let fit = request
+        .headers()
+        .get(REQUEST_ID)
+        .is_none_or(|value| is_fit_request_id(value.as_bytes()));
+    if !fit {
+        request.headers_mut().remove(REQUEST_ID);
+    }
+    request
+}
+
+fn is_fit_request_id(id: &[u8]) -> bool {
+    (1..=MAX_REQUEST_ID_LEN).contains(&id.len())
+        && id
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// `request` with the W3C `traceparent` (and `tracestate`) of `span`, when traces are on.
+pub(crate) fn with_trace_context(
+    request: reqwest::RequestBuilder,
+    span: &Span,
+) -> reqwest::RequestBuilder {
+    let mut headers = HeaderMap::new();
+    TraceContextPropagator::new()
+        .inject_context(&span.context(), &mut HeaderInjector(&mut headers));
+    if headers.is_empty() {
+        request
+    } else {
+        request.headers(headers)
+    }
+}
+
+struct HeaderInjector<'a>(&'a mut HeaderMap);
+
+impl Injector for HeaderInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(key.as_bytes()),
+            HeaderValue::from_str(&value),
+        ) {
+            self.0.insert(name, value);
+        }
+    }
+}
+
+struct HeaderExtractor<'a>(&'a HeaderMap);
+
+impl Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|value| value.to_str().ok())
+    }
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(HeaderName::as_str).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    #[test]
+    fn request_ids_are_short_and_plain() {
+        assert!(is_fit_request_id(b"3f2a-9c_1.b"));
+        assert!(is_fit_request_id("a".repeat(64).as_bytes()));
+        assert!(!is_fit_request_id("a".repeat(65).as_bytes()));
+        assert!(!is_fit_request_id(b""));
+        assert!(!is_fit_request_id(b"two words"));
+        assert!(!is_fit_request_id(b"line\nbreak"));
+        assert!(!is_fit_request_id("ação".as_bytes()));
+    }
+
+    /// Log lines written to memory.
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Lines {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn logged(format: LogFormat, ansi: bool) -> String {
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let (dispatch, _telemetry) = dispatch(
+            &TelemetrySettings::default(),
+            format,
+            move || writer.clone(),
+            ansi,
+        )
+        .unwrap();
+        tracing::dispatcher::with_default(&dispatch, || {
+            let span = tracing::info_span!("request", request_id = "abc");
+            let _entered = span.enter();
+            tracing::info!(status = 200, "answered");
+        });
+        String::from_utf8(lines.0.lock().unwrap().clone()).unwrap()
+    }
+
+    #[test]
+    fn json_lines_carry_the_fields_of_their_spans() {
+        let text = logged(LogFormat::Json, false);
+        let line: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(line["fields"]["message"], "answered");
+        assert_eq!(line["fields"]["status"], 200);
+        assert_eq!(line["spans"][0]["request_id"], "abc");
+    }
+
+    #[test]
+    fn readable_lines_off_a_terminal_have_no_colour_codes() {
+        let text = logged(LogFormat::Readable, false);
+        assert!(text.contains("request_id"), "{text}");
+        assert!(!text.contains('\u{1b}'), "{text:?}");
+    }
+}
