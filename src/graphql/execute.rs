@@ -87,7 +87,8 @@ impl Executor {
         Ok(Self {
             schema,
             checked_schema: build_schema_for_checked(&settings.server, Some(upstreams.clone())),
-            responses: WholeResponses::new(&settings.cache, upstreams.clone()).map(Arc::new),
+            responses: WholeResponses::new(&settings.cache, upstreams.clone(), metrics.clone())
+                .map(Arc::new),
             upstreams,
             max_concurrency: settings.upstream.max_concurrency,
             limits: settings.limits.clone(),

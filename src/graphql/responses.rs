@@ -22,9 +22,13 @@ use bytes::Bytes;
 use moka::{Expiry, sync::Cache};
 
 use super::access::{self, ReadFact};
+
+#[cfg(test)]
+mod tests;
 use crate::{
     auth::Caller,
     config::CacheSettings,
+    metrics::Metrics,
     upstream::{Source, Upstreams},
 };
 
@@ -173,6 +177,7 @@ pub(crate) struct Hit {
 pub(crate) struct WholeResponses {
     entries: Cache<ResponseKey, Arc<Entry>>,
     upstreams: Arc<Upstreams>,
+    metrics: Arc<Metrics>,
     /// A response bigger than this share of the budget is not stored: a few huge answers
     /// would only push out many small ones.
     max_entry_bytes: usize,
@@ -181,7 +186,11 @@ pub(crate) struct WholeResponses {
 impl WholeResponses {
     /// The cache, or `None` when it is off (it never is when the upstream cache is off: there
     /// would be no sources to check).
-    pub(crate) fn new(settings: &CacheSettings, upstreams: Arc<Upstreams>) -> Option<Self> {
+    pub(crate) fn new(
+        settings: &CacheSettings,
+        upstreams: Arc<Upstreams>,
+        metrics: Arc<Metrics>,
+    ) -> Option<Self> {
         if !settings.enabled || !settings.whole_responses {
             return None;
         }
@@ -193,6 +202,7 @@ impl WholeResponses {
                 .expire_after(UntilFirstSourceExpires)
                 .build(),
             upstreams,
+            metrics,
             max_entry_bytes: usize::try_from(max_bytes / 16).unwrap_or(usize::MAX),
         })
     }
@@ -210,6 +220,7 @@ impl WholeResponses {
             self.entries.invalidate(key);
             return None;
         }
+        self.metrics.whole_response_hit();
         for read in &entry.reads {
             access::audit_cached_read(caller, read);
         }

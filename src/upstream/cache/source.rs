@@ -85,12 +85,14 @@ mod tests {
     use crate::{
         config::CacheSettings,
         metrics::Metrics,
-        model::{AuthorizationProtocolPage, InteractionQuery, ProtocolQuery, Service},
+        model::{
+            AuthorizationProtocolPage, InteractionQuery, ProtocolQuery, Service,
+            sample_protocols as protocols,
+        },
         upstream::{
             cache::{Decoded, Fetched, tests::authorization},
             clock::Clock,
             error::{UpstreamError, UpstreamErrorKind},
-            mosia::tests::protocols,
         },
     };
 
