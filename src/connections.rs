@@ -35,7 +35,7 @@ use hyper_util::{
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{TcpListener, TcpStream},
-    sync::{Notify, OwnedSemaphorePermit, Semaphore, watch},
+    sync::{OwnedSemaphorePermit, Semaphore, watch},
     task::{JoinError, JoinSet},
     time::{Instant, sleep, sleep_until},
 };
@@ -186,6 +186,8 @@ fn builder(limits: &Limits) -> Builder<TokioExecutor> {
     // The head deadline is the watchdog's (see the module documentation); without a timer
     // hyper would only log that its default one has none.
     builder.http1().header_read_timeout(None);
+    // Answers are small: one flat buffer and one write beat a vectored write of head and body.
+    builder.http1().writev(false);
     // HTTP/2 streams are only dispatched whole, so a slow head cannot hold a request; a peer
     // that stops answering pings is dropped instead.
     builder
@@ -303,7 +305,11 @@ async fn serve_connection(stream: TcpStream, remote: SocketAddr, context: Connec
     let mut stopping = false;
     let mut closing_since = None;
     loop {
-        let deadline = watchdog.deadline(&limits, closing_since);
+        // Nothing wakes this loop when a request starts or ends or bytes arrive: it looks at
+        // the watchdog at `wake_at`, which is never after the deadline in force nor after any
+        // deadline those events could set, and looks again until one has passed. Waking it on
+        // every event cost each request several more polls of the connection.
+        let wake_at = watchdog.wake_at(&limits, closing_since);
         tokio::select! {
             result = connection.as_mut() => {
                 if let Err(error) = result {
@@ -316,18 +322,18 @@ async fn serve_connection(stream: TcpStream, remote: SocketAddr, context: Connec
                 stopping = true;
                 connection.as_mut().graceful_shutdown();
             }
-            () = watchdog.changed.notified() => {}
-            expired = expiry(deadline) => match expired {
-                Expiry::Idle => {
+            () = sleep_until(wake_at) => match expired(&watchdog, &limits, closing_since) {
+                None => {}
+                Some(Expiry::Idle) => {
                     debug!(%remote, "closing an idle connection");
                     closing_since = Some(Instant::now());
                     connection.as_mut().graceful_shutdown();
                 }
-                Expiry::Head => {
+                Some(Expiry::Head) => {
                     debug!(%remote, "closing a connection whose request head is late");
                     return;
                 }
-                Expiry::Closing => {
+                Some(Expiry::Closing) => {
                     debug!(%remote, "closing a connection that did not close when asked");
                     return;
                 }
@@ -336,15 +342,12 @@ async fn serve_connection(stream: TcpStream, remote: SocketAddr, context: Connec
     }
 }
 
-/// Waits for `deadline`, if there is one, and says what it was for.
-async fn expiry(deadline: Option<(Instant, Expiry)>) -> Expiry {
-    match deadline {
-        Some((at, expiry)) => {
-            sleep_until(at).await;
-            expiry
-        }
-        None => std::future::pending().await,
-    }
+/// The deadline in force, when it has passed.
+fn expired(watchdog: &Watchdog, limits: &Limits, closing_since: Option<Instant>) -> Option<Expiry> {
+    watchdog
+        .deadline(limits, closing_since)
+        .filter(|(at, _)| *at <= Instant::now())
+        .map(|(_, expiry)| expiry)
 }
 
 /// Why a connection's deadline closes it.
@@ -361,7 +364,6 @@ enum Expiry {
 /// What one connection is doing, as its service and socket report it.
 struct Watchdog {
     state: Mutex<WatchState>,
-    changed: Notify,
 }
 
 struct WatchState {
@@ -387,7 +389,6 @@ impl Watchdog {
                 served: false,
                 http2: false,
             }),
-            changed: Notify::new(),
         }
     }
 
@@ -400,8 +401,6 @@ impl Watchdog {
         let mut state = self.state();
         if state.in_flight == 0 && state.head_since.is_none() && !state.http2 {
             state.head_since = Some(Instant::now());
-            drop(state);
-            self.changed.notify_one();
         }
     }
 
@@ -412,7 +411,6 @@ impl Watchdog {
         state.http2 |= version == Version::HTTP_2;
         state.head_since = None;
         drop(state);
-        self.changed.notify_one();
         InFlight(self.clone())
     }
 
@@ -423,8 +421,18 @@ impl Watchdog {
             state.waiting_since = Instant::now();
             state.head_since = None;
         }
-        drop(state);
-        self.changed.notify_one();
+    }
+
+    /// When the connection's loop looks at the deadlines again: at the deadline in force, or
+    /// sooner, so as never to be late for one that the events to come can set (each is at least
+    /// the shorter timeout away: a head's counts from its first byte, the idle one from the end
+    /// of the last request).
+    fn wake_at(&self, limits: &Limits, closing_since: Option<Instant>) -> Instant {
+        let soonest_new = Instant::now() + limits.header_read_timeout.min(limits.idle_timeout);
+        match self.deadline(limits, closing_since) {
+            Some((at, _)) => at.min(soonest_new),
+            None => soonest_new,
+        }
     }
 
     /// The next deadline and what it means; none while a request is in flight, which the

@@ -17,7 +17,7 @@ use tower_http::{
     catch_panic::CatchPanicLayer,
     cors::{AllowOrigin, CorsLayer},
     limit::RequestBodyLimitLayer,
-    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+    request_id::{PropagateRequestIdLayer, SetRequestIdLayer},
     trace::TraceLayer,
 };
 
@@ -58,13 +58,26 @@ pub enum StartError {
     Manifest(#[from] crate::graphql::persisted::ManifestError),
 }
 
+/// What the handlers share, behind one `Arc`: axum clones the state for every request (the
+/// route's service and the `State` extractor), and one shared count to bump is cheaper than a
+/// dozen, which two cores otherwise pass back and forth on every request.
 #[derive(Clone)]
-struct AppState {
+struct AppState(Arc<Shared>);
+
+struct Shared {
     executor: Executor,
     upstreams: Arc<Upstreams>,
     metrics: Arc<Metrics>,
     readiness: Arc<Readiness>,
     graphiql: GraphiQL,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
 }
 
 /// A bound, not yet serving, gateway.
@@ -85,7 +98,7 @@ impl Application {
         let upstreams = Arc::new(Upstreams::new(&settings, metrics.clone())?);
         let schema = graphql::build_schema(&settings.server, Some(upstreams.clone()));
         let readiness = Arc::new(Readiness::new(upstreams.clone(), metrics.clone()));
-        let state = AppState {
+        let state = AppState(Arc::new(Shared {
             executor: Executor::new(schema, upstreams.clone(), &settings, metrics.clone())?,
             upstreams: upstreams.clone(),
             metrics: metrics.clone(),
@@ -94,7 +107,7 @@ impl Application {
                 settings.server.introspection,
                 settings.server.graphiql_headers.as_deref(),
             ),
-        };
+        }));
         let gate = Arc::new(Gate::new(
             &settings,
             reqwest::Client::builder().build()?,
@@ -119,8 +132,16 @@ impl Application {
             .fallback(not_found)
             .with_state(state)
             .layer(RequestBodyLimitLayer::new(settings.server.max_body_bytes))
-            .layer(axum::middleware::from_fn(too_large_as_graphql))
-            .layer(cors(&settings.server.cors_allowed_origins))
+            .layer(axum::middleware::from_fn_with_state(
+                settings.server.max_body_bytes,
+                too_large_as_graphql,
+            ));
+        // With no origin configured there is nothing to say to browsers, not even `Vary`.
+        let router = match cors(&settings.server.cors_allowed_origins) {
+            Some(cors) => router.layer(cors),
+            None => router,
+        };
+        let router = router
             .layer(CatchPanicLayer::custom(|_| internal_error()))
             // Inside the span and the id, so that every answer, refusals and panics included,
             // carries the id and is logged under it.
@@ -130,7 +151,7 @@ impl Application {
             .layer(TraceLayer::new_for_http().make_span_with(telemetry::request_span))
             .layer(SetRequestIdLayer::new(
                 REQUEST_ID.parse().expect("a header name"),
-                MakeRequestUuid,
+                telemetry::MakeRequestId,
             ))
             .layer(axum::middleware::map_request(
                 telemetry::drop_unfit_request_id,
@@ -344,18 +365,23 @@ fn body_in(status: StatusCode, media: MediaType, body: impl Into<axum::body::Bod
 }
 
 /// CORS for the configured browser origins; none configured, no CORS headers at all.
-fn cors(origins: &[String]) -> CorsLayer {
+fn cors(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
     let allow_origin = if origins.iter().any(|o| o == "*") {
         AllowOrigin::any()
     } else {
         // Origins are checked when the settings are read.
         AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
     };
-    CorsLayer::new()
-        .allow_origin(allow_origin)
-        .allow_methods([Method::GET, Method::POST])
-        .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION, header::ACCEPT])
-        .max_age(std::time::Duration::from_secs(600))
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow_origin)
+            .allow_methods([Method::GET, Method::POST])
+            .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION, header::ACCEPT])
+            .max_age(std::time::Duration::from_secs(600)),
+    )
 }
 
 async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
@@ -448,8 +474,18 @@ fn is_length_limit(err: &(dyn std::error::Error + 'static)) -> bool {
 
 /// The body limit answers a declared length over the limit with a plain-text 413 before any
 /// handler runs; answer it as GraphQL, in the type the client accepts.
-async fn too_large_as_graphql(request: Request, next: Next) -> Response {
-    let media = media::negotiate(request.headers()).unwrap_or(MediaType::Json);
+async fn too_large_as_graphql(
+    State(limit): State<usize>,
+    request: Request,
+    next: Next,
+) -> Response {
+    // Only a declared length over the limit gets that answer: the type is read for those alone.
+    let declared_too_large = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|len| len.to_str().ok()?.parse::<u64>().ok())
+        .is_some_and(|len| len > limit as u64);
+    let media = declared_too_large.then(|| media::negotiate(request.headers()));
     let response = next.run(request).await;
     let is_plain = response
         .headers()
@@ -457,7 +493,7 @@ async fn too_large_as_graphql(request: Request, next: Next) -> Response {
         .and_then(|ct| ct.to_str().ok())
         .is_none_or(|ct| !ct.contains("json"));
     if response.status() == StatusCode::PAYLOAD_TOO_LARGE && is_plain {
-        return too_large(media);
+        return too_large(media.flatten().unwrap_or(MediaType::Json));
     }
     response
 }
