@@ -95,7 +95,12 @@ pub fn init(settings: &TelemetrySettings, format: LogFormat) -> Result<Telemetry
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(true)
         .buffered_lines_limit(LOG_QUEUE_LINES)
-        .finish(std::io::stdout());
+        // The writer thread flushes whenever the queue runs dry: under load, one write for
+        // many lines (an audit line per request) instead of one per line.
+        .finish(std::io::BufWriter::with_capacity(
+            64 * 1024,
+            std::io::stdout(),
+        ));
     let _ = DROPPED_LOG_LINES.set(writer.error_counter());
     let (dispatch, mut telemetry) = dispatch(settings, format, writer, ansi)?;
     telemetry.log_writer = Some(guard);
