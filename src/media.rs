@@ -31,6 +31,15 @@ impl MediaType {
 /// keep legacy clients, which send those, on the type they know. The new type is chosen only
 /// when the client names it and does not rate `application/json` higher.
 pub(crate) fn negotiate(headers: &HeaderMap) -> Option<MediaType> {
+    // Exactly one of the two types, alone: what the ranges below would decide, without them.
+    let mut accepts = headers.get_all(header::ACCEPT).iter();
+    if let (Some(only), None) = (accepts.next(), accepts.next()) {
+        match only.as_bytes() {
+            b"application/json" => return Some(MediaType::Json),
+            b"application/graphql-response+json" => return Some(MediaType::GraphQLResponseJson),
+            _ => {}
+        }
+    }
     let mut values = Vec::new();
     for value in headers.get_all(header::ACCEPT) {
         // A field that is not text cannot name either type; it is not a reason to refuse.

@@ -2,6 +2,7 @@
 //! `extensions`), from a POST's JSON body or a GET's query string, checked before anything
 //! runs: a parameter of the wrong type is the client's mistake (400), not an empty request.
 
+use serde::Deserialize;
 use serde_json::{Map, Value};
 
 /// Why the parameters are not a GraphQL request; the message goes to the client as is.
@@ -20,6 +21,16 @@ pub(crate) fn from_json_body(body: &[u8]) -> Result<async_graphql::Request, BadP
         return Err(BadParams::new(
             "the body is empty: send JSON {\"query\": ..., \"variables\": {...}}",
         ));
+    }
+    // The usual body, read without a map of every key; anything else (not an object, a
+    // parameter given twice) takes the general path, which says what is wrong with it.
+    if let Ok(params) = serde_json::from_slice::<Params>(body) {
+        return request(
+            params.query,
+            params.operation_name,
+            params.variables,
+            params.extensions,
+        );
     }
     let value: Value = serde_json::from_slice(body).map_err(|err| {
         BadParams::new(format!(
@@ -46,6 +57,19 @@ pub(crate) fn from_json_body(body: &[u8]) -> Result<async_graphql::Request, BadP
         params.remove("variables"),
         params.remove("extensions"),
     )
+}
+
+/// The four parameters of a JSON body; other keys are ignored, as the general path does.
+#[derive(Deserialize)]
+struct Params {
+    #[serde(default)]
+    query: Option<Value>,
+    #[serde(default, rename = "operationName")]
+    operation_name: Option<Value>,
+    #[serde(default)]
+    variables: Option<Value>,
+    #[serde(default)]
+    extensions: Option<Value>,
 }
 
 /// The request in a GET's query string, where `variables` and `extensions` are JSON text.

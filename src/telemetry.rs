@@ -226,9 +226,12 @@ pub(crate) fn request_span(request: &Request) -> Span {
         path = request.uri().path(),
         request_id,
     );
-    let parent = TraceContextPropagator::new().extract(&HeaderExtractor(request.headers()));
-    // Without the OpenTelemetry layer there is no trace to continue.
-    let _ = span.set_parent(parent);
+    // A span filtered out (a quieter RUST_LOG) has no trace to continue.
+    if !span.is_disabled() {
+        let parent = TraceContextPropagator::new().extract(&HeaderExtractor(request.headers()));
+        // Without the OpenTelemetry layer there is no trace to continue.
+        let _ = span.set_parent(parent);
+    }
     span
 }
 
