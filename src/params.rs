@@ -23,8 +23,10 @@ pub(crate) fn from_json_body(body: &[u8]) -> Result<async_graphql::Request, BadP
         ));
     }
     // The usual body, read without a map of every key; anything else (not an object, a
-    // parameter given twice) takes the general path, which says what is wrong with it.
-    if let Ok(params) = serde_json::from_slice::<Params>(body) {
+    // parameter given twice) takes the general path, which says what is wrong with it. Only
+    // an object: serde would read a struct from an array too.
+    let is_object = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    if is_object && let Ok(params) = serde_json::from_slice::<Params>(body) {
         return request(
             params.query,
             params.operation_name,
