@@ -57,6 +57,7 @@ pub struct Metrics {
     cache_misses: Counter,
     cache_coalesced: Counter,
     stale_served: Counter,
+    whole_response_hits: Counter,
     cache_entries: Family<TierLabel, Gauge>,
     cache_bytes: Family<TierLabel, Gauge>,
     mutations_deduplicated: Counter,
@@ -84,6 +85,8 @@ pub struct MetricsSnapshot {
     pub cache_misses: u64,
     pub cache_coalesced: u64,
     pub stale_served: u64,
+    /// Queries answered whole from the whole-response cache (their reads are not counted).
+    pub whole_response_hits: u64,
     pub mutations_deduplicated: u64,
     pub mosia_items_dropped: u64,
     pub totvs_items_dropped: u64,
@@ -115,6 +118,7 @@ impl Default for Metrics {
             cache_misses: Counter::default(),
             cache_coalesced: Counter::default(),
             stale_served: Counter::default(),
+            whole_response_hits: Counter::default(),
             cache_entries: Family::default(),
             cache_bytes: Family::default(),
             mutations_deduplicated: Counter::default(),
@@ -254,6 +258,11 @@ impl Metrics {
             self.stale_served.clone(),
         );
         r.register(
+            prefixed("whole_response_hits"),
+            "Queries answered whole from the whole-response cache, without execution; their reads are not counted as cache hits",
+            self.whole_response_hits.clone(),
+        );
+        r.register(
             prefixed("cache_entries"),
             "Entries in the shared cache at the last scrape: tier=\"fresh\" serves reads, tier=\"stale\" stands in during outages",
             self.cache_entries.clone(),
@@ -364,6 +373,9 @@ impl Metrics {
     pub(crate) fn stale_served(&self) {
         self.stale_served.inc();
     }
+    pub(crate) fn whole_response_hit(&self) {
+        self.whole_response_hits.inc();
+    }
     pub(crate) fn mutation_deduplicated(&self) {
         self.mutations_deduplicated.inc();
     }
@@ -468,6 +480,7 @@ impl Metrics {
             cache_misses: self.cache_misses.get(),
             cache_coalesced: self.cache_coalesced.get(),
             stale_served: self.stale_served.get(),
+            whole_response_hits: self.whole_response_hits.get(),
             mutations_deduplicated: self.mutations_deduplicated.get(),
             mosia_items_dropped: dropped(Service::Mosia),
             totvs_items_dropped: dropped(Service::Totvs),

@@ -285,7 +285,12 @@ async fn execute(
     let response = executed.response;
     match executed.outcome {
         Outcome::Executed => {
-            let body = serde_json::to_vec(&response).unwrap_or_else(|_| internal_error_body());
+            let body = match executed.body {
+                Some(body) => body,
+                None => serde_json::to_vec(&response)
+                    .unwrap_or_else(|_| internal_error_body())
+                    .into(),
+            };
             let mut answer = body_in(StatusCode::OK, media, body);
             answer.headers_mut().extend(response.http_headers);
             answer
@@ -329,8 +334,13 @@ fn request_errors_body(response: &async_graphql::Response) -> Vec<u8> {
     .unwrap_or_else(|_| internal_error_body())
 }
 
-fn body_in(status: StatusCode, media: MediaType, body: Vec<u8>) -> Response {
-    (status, [(header::CONTENT_TYPE, media.content_type())], body).into_response()
+fn body_in(status: StatusCode, media: MediaType, body: impl Into<axum::body::Body>) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, media.content_type())],
+        body.into(),
+    )
+        .into_response()
 }
 
 /// CORS for the configured browser origins; none configured, no CORS headers at all.

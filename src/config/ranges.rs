@@ -13,7 +13,7 @@ impl Settings {
         const MIB: u64 = 1024 * 1024;
         let (u, c, s, l) = (&self.upstream, &self.cache, &self.server, &self.limits);
         let int = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
-        let checks: [(&'static str, u64, u64, u64, &str); 24] = [
+        let checks: [(&'static str, u64, u64, u64, &str); 25] = [
             ("upstream.timeout_ms", u.timeout_ms, 1, 120_000, ""),
             (
                 "upstream.max_concurrency",
@@ -74,6 +74,13 @@ impl Settings {
                 0,
                 3_600,
                 "",
+            ),
+            (
+                "cache.whole_response_max_bytes",
+                c.whole_response_max_bytes,
+                MIB,
+                64 * 1024 * MIB,
+                "; to turn it off set cache.whole_responses = false",
             ),
             (
                 "server.max_body_bytes",

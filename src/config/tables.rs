@@ -28,6 +28,11 @@ pub struct CacheSettings {
     pub stale_for_secs: u64,
     /// An identical mutation within this window after a success gets the same answer.
     pub mutation_dedupe_secs: u64,
+    /// Keep whole responses of queries, served while every cached answer they were built from
+    /// is (needs `enabled`).
+    pub whole_responses: bool,
+    /// Size bound of the whole-response cache, weighed by response size.
+    pub whole_response_max_bytes: u64,
 }
 
 impl Default for CacheSettings {
@@ -41,6 +46,8 @@ impl Default for CacheSettings {
             max_bytes: 64 * 1024 * 1024,
             stale_for_secs: 600,
             mutation_dedupe_secs: 10,
+            whole_responses: true,
+            whole_response_max_bytes: 16 * 1024 * 1024,
         }
     }
 }

@@ -9,8 +9,17 @@ use std::sync::Arc;
 
 use async_graphql::Context;
 
-use super::errors::GatewayError;
+use super::{errors::GatewayError, loaders::RequestContext};
 use crate::auth::Caller;
+
+/// A beneficiary read that was allowed, as its audit line names it: kept with a cached
+/// response so that serving that response again is audited like the read itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ReadFact {
+    operation: &'static str,
+    unique_key: Option<String>,
+    subscriber_id: Option<String>,
+}
 
 /// The authenticated caller of the request. A request that reaches a resolver without one
 /// (which `execute` never lets happen) is refused, never run as someone.
@@ -37,7 +46,30 @@ pub fn check_read(
         None,
         &decision,
     );
+    if decision.is_ok()
+        && let Some(context) = ctx.data_opt::<RequestContext>()
+    {
+        context.record.read_allowed(ReadFact {
+            operation,
+            unique_key: unique_key.map(str::to_owned),
+            subscriber_id: subscriber_id.map(str::to_owned),
+        });
+    }
     decision.map_err(|_| GatewayError::Forbidden)
+}
+
+/// The audit line of `read` for `caller`, answered from the whole-response cache.
+pub(crate) fn audit_cached_read(caller: &Caller, read: &ReadFact) {
+    tracing::info!(
+        target: "audit",
+        sub = %caller.sub,
+        operation = read.operation,
+        unique_key = read.unique_key.as_deref(),
+        subscriber_id = read.subscriber_id.as_deref(),
+        outcome = "allowed",
+        cache = "response",
+        "access"
+    );
 }
 
 /// May the caller write for the beneficiary these keys name? Audited either way.

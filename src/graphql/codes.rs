@@ -45,6 +45,17 @@ pub fn set_default_code(error: &mut ServerError, code: &'static str) {
     }
 }
 
+/// What the resolve hook below does, for a response of the schema without the extension
+/// (see `build_schema_for_checked`): a field error (it has a path) without a code came from
+/// the engine coercing the client's arguments.
+pub fn code_field_errors(response: &mut Response) {
+    for error in &mut response.errors {
+        if !error.path.is_empty() {
+            set_default_code(error, BAD_USER_INPUT);
+        }
+    }
+}
+
 /// The extension that codes the engine's own errors.
 pub struct EngineCodes;
 

@@ -1,6 +1,8 @@
-//! The GraphQL request path, whole: parse once, pick the operation, check it, run it with the
-//! request's loaders, and shape the response (field order, codes, warnings). `server.rs` hands
-//! requests here and knows nothing of GraphQL beyond the outcome's kind.
+//! The GraphQL request path, whole: answer from the whole-response cache when it can, else
+//! parse once (or take the parsed document from the document cache), pick the operation,
+//! check it, run it with the request's loaders, shape the response (field order, codes,
+//! warnings) and keep it when it may be kept. `server.rs` hands requests here and knows
+//! nothing of GraphQL beyond the outcome's kind.
 
 use std::{
     sync::{Arc, atomic::Ordering},
@@ -11,14 +13,18 @@ use async_graphql::{
     Response, ServerError, Value,
     parser::types::{DocumentOperations, ExecutableDocument, OperationType},
 };
+use bytes::Bytes;
 use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::{
-    AppSchema, codes, cost, identifiers,
+    AppSchema, build_schema_for_checked, codes, cost,
+    documents::Documents,
+    identifiers,
     loaders::{Budget, RequestContext, Warning},
     order,
     persisted::{ManifestError, PersistedQueries},
+    responses::{RequestKey, ResponseKey, WholeResponses},
 };
 use crate::{
     auth::Caller,
@@ -31,11 +37,15 @@ use crate::{
 #[derive(Clone)]
 pub struct Executor {
     schema: AppSchema,
+    /// For requests that passed full validation before (see `build_schema_for_checked`).
+    checked_schema: AppSchema,
     upstreams: Arc<Upstreams>,
     max_concurrency: usize,
     limits: LimitsSettings,
     persisted: Arc<PersistedQueries>,
     metrics: Arc<Metrics>,
+    documents: Arc<Documents>,
+    responses: Option<Arc<WholeResponses>>,
 }
 
 /// How a request ended, for the HTTP layer to choose a status.
@@ -52,6 +62,9 @@ pub enum Outcome {
 pub struct Executed {
     pub response: Response,
     pub outcome: Outcome,
+    /// The response as JSON, when the executor has it already: answered from the
+    /// whole-response cache (then `response` is empty), or serialized to be stored there.
+    pub body: Option<Bytes>,
 }
 
 impl Executed {
@@ -59,6 +72,7 @@ impl Executed {
         Self {
             response: Response::from_errors(vec![error]),
             outcome: Outcome::Rejected,
+            body: None,
         }
     }
 }
@@ -72,11 +86,15 @@ impl Executor {
     ) -> Result<Self, ManifestError> {
         Ok(Self {
             schema,
+            checked_schema: build_schema_for_checked(&settings.server, Some(upstreams.clone())),
+            responses: WholeResponses::new(&settings.cache, upstreams.clone(), metrics.clone())
+                .map(Arc::new),
             upstreams,
             max_concurrency: settings.upstream.max_concurrency,
             limits: settings.limits.clone(),
             persisted: Arc::new(PersistedQueries::new(&settings.persisted_queries)?),
             metrics,
+            documents: Arc::default(),
         })
     }
 
@@ -120,7 +138,26 @@ impl Executor {
         if let Err(err) = self.persisted.resolve(&mut request) {
             return Executed::rejected(err);
         }
-        let document = match async_graphql::parser::parse_query(&request.query) {
+        let request_key = RequestKey::new(&request);
+        // Only what executed without errors is stored, so an entry for this key is what the
+        // checks and the execution below would answer (see `responses.rs`).
+        let response_key = match &self.responses {
+            Some(responses) => {
+                let key = ResponseKey::new(request_key.clone(), &caller);
+                if let Some(hit) = responses.get(&key, &caller).await {
+                    seen.kind = "query";
+                    seen.name = hit.operation_name.as_deref().map(str::to_owned);
+                    return Executed {
+                        response: Response::default(),
+                        outcome: Outcome::Executed,
+                        body: Some(hit.body),
+                    };
+                }
+                Some(key)
+            }
+            None => None,
+        };
+        let document = match self.documents.parse(&request_key.document) {
             Ok(document) => document,
             Err(err) => {
                 let err = codes::with_default_code(ServerError::from(err), codes::PARSE_FAILED);
@@ -153,18 +190,27 @@ impl Executor {
                     "METHOD_NOT_ALLOWED",
                 )]),
                 outcome: Outcome::MutationNotAllowed,
+                body: None,
             };
         }
-        let argument_positions = match identifiers::check(&document, operation, &request.variables)
-        {
-            Ok(positions) => positions,
+        let is_query = operation.ty == OperationType::Query;
+        let checked = self.documents.checked(&request_key, || {
+            let positions = identifiers::check(&document, operation, &request.variables)?;
+            // Before validation and before any upstream call: a document of aliases costs
+            // its parse and this walk, nothing more.
+            let estimated =
+                cost::estimate(&document, operation_name.as_deref(), &request.variables);
+            Ok((positions, estimated))
+        });
+        let checked = match checked {
+            Ok(checked) => checked,
             Err(err) => return Executed::rejected(err),
         };
-        // Before validation and before any upstream call: a document of aliases costs its
-        // parse and this walk, nothing more.
-        let estimated = cost::estimate(&document, operation_name.as_deref(), &request.variables);
-        if estimated > self.limits.max_upstream_calls {
-            return Executed::rejected(too_expensive(estimated, self.limits.max_upstream_calls));
+        if checked.estimated > self.limits.max_upstream_calls {
+            return Executed::rejected(too_expensive(
+                checked.estimated,
+                self.limits.max_upstream_calls,
+            ));
         }
 
         let span = tracing::info_span!(
@@ -179,15 +225,22 @@ impl Executor {
         let (context, batches) = RequestContext::new(
             self.upstreams.clone(),
             self.max_concurrency,
-            argument_positions,
+            checked.positions.clone(),
             Budget::new(self.limits.max_upstream_calls, deadline),
         );
         let warnings = context.warnings.clone();
         let executed = context.executed.clone();
-        request.set_parsed_query(document.clone());
+        let record = context.record.clone();
+        request.set_parsed_query(ExecutableDocument::clone(&document));
+        let validated_before = checked.validated();
+        let schema = if validated_before {
+            &self.checked_schema
+        } else {
+            &self.schema
+        };
         // Every upstream wait is bounded by the deadline already; this bound is for the rest.
         let last_resort = deadline + Duration::from_secs(1);
-        let execution = batches.drive(self.schema.execute(request.data(context).data(caller)));
+        let execution = batches.drive(schema.execute(request.data(context).data(caller)));
         let Ok(mut response) = tokio::time::timeout_at(last_resort, execution)
             .instrument(span)
             .await
@@ -199,9 +252,15 @@ impl Executor {
             return Executed {
                 response: Response::from_errors(vec![err]),
                 outcome: Outcome::Executed,
+                body: None,
             };
         };
-        let outcome = if executed.load(Ordering::Relaxed) {
+        let outcome = if validated_before {
+            // The same document, operation and variables passed the same checks before.
+            codes::code_field_errors(&mut response);
+            Outcome::Executed
+        } else if executed.load(Ordering::Relaxed) {
+            checked.set_validated();
             Outcome::Executed
         } else {
             Outcome::Rejected
@@ -215,7 +274,25 @@ impl Executor {
             codes::set_default_code(error, codes::INTERNAL);
         }
         add_warnings(&mut response, warnings.take());
-        Executed { response, outcome }
+        let mut body = None;
+        if let (Some(responses), Some(key)) = (&self.responses, response_key)
+            && outcome == Outcome::Executed
+            && is_query
+            && response.errors.is_empty()
+            && response.extensions.is_empty()
+            && response.http_headers.is_empty()
+            && let Ok(json) = serde_json::to_vec(&response)
+        {
+            let json = Bytes::from(json);
+            let name = seen.name.as_deref().map(Arc::from);
+            responses.put(key, json.clone(), name, record.take()).await;
+            body = Some(json);
+        }
+        Executed {
+            response,
+            outcome,
+            body,
+        }
     }
 }
 

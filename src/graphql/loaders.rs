@@ -33,7 +33,7 @@ use futures::{
 };
 use tokio::sync::Semaphore;
 
-use super::identifiers::ArgumentPositions;
+use super::{identifiers::ArgumentPositions, responses::Record};
 use crate::{
     model::{
         AuthorizationProtocolPage, InteractionPage, InteractionQuery, ProtocolQuery, Service,
@@ -108,8 +108,10 @@ pub struct RequestContext {
     /// Set once the engine starts executing: the request parsed and validated.
     pub executed: Arc<AtomicBool>,
     /// Where the operation names its arguments, to tell input errors from others.
-    pub argument_positions: ArgumentPositions,
+    pub argument_positions: Arc<ArgumentPositions>,
     pub budget: Arc<Budget>,
+    /// What the request read, for the whole-response cache.
+    pub record: Arc<Record>,
 }
 
 impl RequestContext {
@@ -117,15 +119,17 @@ impl RequestContext {
     pub fn new(
         upstreams: Arc<Upstreams>,
         max_concurrency: usize,
-        argument_positions: ArgumentPositions,
+        argument_positions: Arc<ArgumentPositions>,
         budget: Budget,
     ) -> (Self, Batches) {
         let budget = Arc::new(budget);
         let (batches, queue) = mpsc::unbounded::<BoxFuture<'static, ()>>();
         let warnings = Arc::new(Warnings::default());
+        let record = Arc::new(Record::default());
         let shared = Shared {
             upstreams,
             warnings: warnings.clone(),
+            record: record.clone(),
             budget: budget.clone(),
             mosia_permits: Arc::new(Semaphore::new(max_concurrency)),
             totvs_permits: Arc::new(Semaphore::new(max_concurrency)),
@@ -145,6 +149,7 @@ impl RequestContext {
             executed: Arc::default(),
             argument_positions,
             budget,
+            record,
         };
         (context, Batches(queue))
     }
@@ -268,6 +273,7 @@ impl Warnings {
 struct Shared {
     upstreams: Arc<Upstreams>,
     warnings: Arc<Warnings>,
+    record: Arc<Record>,
     budget: Arc<Budget>,
     // Per upstream and per request rather than per batch: a request's keys may reach a loader
     // in several batches, and the bound holds across all of them.
@@ -317,8 +323,12 @@ impl Shared {
                     if let Some(age) = fetched.stale_for {
                         self.warnings.stale(service, age);
                     }
+                    self.record.loaded(fetched.source.as_ref());
                     fetched.value
                 });
+                if result.is_err() {
+                    self.record.failed();
+                }
                 (key, result)
             })
             .collect()

@@ -31,7 +31,7 @@ use crate::{
     },
 };
 pub(crate) use breaker::BreakerState;
-pub(crate) use cache::{Fetched, ResponseCache};
+pub(crate) use cache::{Fetched, ResponseCache, Source};
 use cache::{MutationGuard, MutationInput, MutationKey};
 pub(crate) use error::{Fault, UpstreamError, UpstreamErrorKind};
 use fleet::Fleet;
@@ -103,6 +103,27 @@ impl Upstreams {
         self.fleet
             .as_ref()
             .map_or(RedisState::Disabled, |fleet| fleet.state())
+    }
+
+    /// As [`Self::new`], with the cache on `clock`.
+    #[cfg(test)]
+    pub(crate) fn with_clock(
+        settings: &Settings,
+        metrics: Arc<Metrics>,
+        clock: clock::Clock,
+    ) -> Result<Self, reqwest::Error> {
+        Ok(Self {
+            mosia: mosia::MosiaClient::new(settings, metrics.clone())?,
+            totvs: totvs::TotvsClient::new(settings, metrics.clone())?,
+            cache: ResponseCache::with_clock(&settings.cache, metrics.clone(), clock),
+            mutations: MutationGuard::new(&settings.cache, metrics),
+            fleet: None,
+        })
+    }
+
+    /// How much longer every cached answer `sources` names stays fresh and current, if all do.
+    pub(crate) async fn freshness_left(&self, sources: &[Source]) -> Option<std::time::Duration> {
+        self.cache.freshness_left(sources).await
     }
 
     /// Mosia's newest `limit` service protocols of a beneficiary.

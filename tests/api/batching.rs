@@ -122,7 +122,9 @@ async fn aliases_and_repeats_of_one_resource_reach_each_upstream_once() {
 async fn a_second_request_is_served_from_the_shared_cache() {
     let up = Upstreams::start().await;
     mount_fan_out(&up, Duration::ZERO).await;
-    let app = up.app().await;
+    let app = up
+        .app_with(|settings| settings.cache.whole_responses = false)
+        .await;
 
     let first = app.query(FAN_OUT).await;
     let second = app.query(FAN_OUT).await;
@@ -132,6 +134,23 @@ async fn a_second_request_is_served_from_the_shared_cache() {
     let counts = app.counts();
     assert_eq!(counts.cache_misses, 5);
     assert_eq!(counts.cache_hits, 5);
+}
+
+#[tokio::test]
+async fn a_second_identical_request_is_answered_whole() {
+    let up = Upstreams::start().await;
+    mount_fan_out(&up, Duration::ZERO).await;
+    let app = up.app().await;
+
+    let first = app.query(FAN_OUT).await;
+    let second = app.query(FAN_OUT).await;
+
+    assert_eq!(first, second);
+    assert!(first.get("errors").is_none(), "{first}");
+    let counts = app.counts();
+    assert_eq!(counts.cache_misses, 5);
+    assert_eq!(counts.whole_response_hits, 1);
+    assert_eq!(counts.cache_hits, 0, "no read of the shared cache at all");
 }
 
 #[tokio::test]
@@ -304,7 +323,9 @@ async fn metrics_expose_upstream_and_cache_counters() {
         )
         .mount(&up.mosia)
         .await;
-    let app = up.app().await;
+    let app = up
+        .app_with(|settings| settings.cache.whole_responses = false)
+        .await;
     let query = LATEST;
     app.query(query).await;
     app.query(query).await;

@@ -16,3 +16,4 @@ mod mutations;
 mod readiness;
 mod reads;
 mod telemetry;
+mod whole_responses;

@@ -160,7 +160,12 @@ async fn metrics_count_requests_upstream_calls_token_calls_cache_and_refusals() 
     );
 
     let plain = |name| value(&samples, name, &[]);
-    assert_eq!(plain("protocol_graph_cache_hits_total"), 1.0);
+    assert_eq!(
+        plain("protocol_graph_whole_response_hits_total"),
+        1.0,
+        "the second Latest, answered whole"
+    );
+    assert_eq!(plain("protocol_graph_cache_hits_total"), 0.0);
     assert_eq!(plain("protocol_graph_cache_misses_total"), 2.0);
     assert_eq!(plain("protocol_graph_cache_coalesced_total"), 0.0);
     assert_eq!(plain("protocol_graph_stale_served_total"), 0.0);

@@ -349,6 +349,10 @@ async fn audit_lines_name_the_caller_keys_and_outcome_but_no_name_token_or_healt
     assert_eq!(refused.len(), 1, "{text}");
     assert_eq!(allowed[0]["fields"]["sub"], "staff-7");
     assert_eq!(allowed[0]["fields"]["unique_key"], "13331584754");
+    // The second read was answered whole: its line is logged all the same, for its caller.
+    assert_eq!(allowed[1]["fields"]["sub"], "staff-7");
+    assert_eq!(allowed[1]["fields"]["unique_key"], "13331584754");
+    assert_eq!(allowed[1]["fields"]["cache"], "response");
     assert_eq!(refused[0]["fields"]["sub"], "beneficiary-9");
     for line in &audit {
         let line = line.to_string();

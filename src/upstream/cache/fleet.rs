@@ -13,7 +13,7 @@ use crate::{
     model::{AuthorizationProtocolPage, InteractionPage, Service, ServiceProtocol},
     upstream::{
         error::{Fault, UpstreamError, UpstreamErrorKind},
-        fleet::{LeaseOutcome, Mark, Slot, Stamp, View},
+        fleet::{Fleet, LeaseOutcome, Mark, Slot, Stamp, View},
     },
 };
 
@@ -148,18 +148,25 @@ impl ResponseCache {
         let view = fleet
             .check(&deps, slot.as_ref(), || self.clock.now())
             .await?;
+        self.follow_epoch(fleet);
+        Some(view)
+    }
+
+    /// Drops every local entry when the fleet's epoch changed since the last check; whether
+    /// it did.
+    pub(super) fn follow_epoch(&self, fleet: &Fleet) -> bool {
         let generation = fleet.generation();
-        if self
+        let changed = self
             .generation
             .swap(generation, std::sync::atomic::Ordering::AcqRel)
-            != generation
-        {
+            != generation;
+        if changed {
             self.fresh.invalidate_all();
             if let Some(stale) = &self.stale {
                 stale.invalidate_all();
             }
         }
-        Some(view)
+        changed
     }
 
     /// Whether the fleet lets `entry` be served: always without a view (no tier, or degraded:

@@ -16,6 +16,7 @@
 
 mod fleet;
 mod mutation;
+mod source;
 #[cfg(test)]
 mod tests;
 
@@ -46,6 +47,7 @@ use crate::{
     },
 };
 pub(crate) use mutation::{MutationGuard, MutationInput, MutationKey};
+pub(crate) use source::Source;
 
 /// A decoded upstream answer and the size of the body it came from (the cache's weight).
 pub(crate) struct Decoded<T> {
@@ -58,6 +60,9 @@ pub(crate) struct Decoded<T> {
 pub struct Fetched<T> {
     pub value: Arc<T>,
     pub stale_for: Option<Duration>,
+    /// The fresh cache entry the value came from; `None` when it came from anywhere else (the
+    /// cache is off, a stale copy, an answer too big to keep).
+    pub(crate) source: Option<Source>,
 }
 
 impl<T> Clone for Fetched<T> {
@@ -65,6 +70,7 @@ impl<T> Clone for Fetched<T> {
         Self {
             value: self.value.clone(),
             stale_for: self.stale_for,
+            source: self.source.clone(),
         }
     }
 }
@@ -262,6 +268,7 @@ impl ResponseCache {
             return Ok(Fetched {
                 value: Arc::new(decoded.value),
                 stale_for: None,
+                source: None,
             });
         }
         let local = self.current(&key).await;
@@ -286,7 +293,7 @@ impl ResponseCache {
         if let Some(entry) = local {
             if self.fleet_allows(&key, &entry, view).await {
                 self.metrics.cache_hit();
-                return answer(&entry);
+                return answer(&key, &entry);
             }
             self.fresh.invalidate(&key).await;
         }
@@ -309,15 +316,18 @@ impl ResponseCache {
                     // moka would evict it at its next housekeeping; an answer bigger than the
                     // whole budget is not worth keeping even that long.
                     self.fresh.invalidate(&key).await;
-                    return answer(&entry);
+                    return answer(&key, &entry).map(|fetched| Fetched {
+                        source: None,
+                        ..fetched
+                    });
                 }
                 if ran
                     && !matches!(entry.value, Value::NotFound(_))
                     && let Some(stale) = &self.stale
                 {
-                    stale.insert(key, entry.clone()).await;
+                    stale.insert(key.clone(), entry.clone()).await;
                 }
-                answer(&entry)
+                answer(&key, &entry)
             }
             Err(err) => {
                 if err.is_outage()
@@ -407,6 +417,7 @@ impl ResponseCache {
                 return Ok(Fetched {
                     value,
                     stale_for: None,
+                    source: Some(Source::new(key(cached_limit), entry.started)),
                 });
             }
             if cached_limit == limit {
@@ -504,6 +515,7 @@ impl ResponseCache {
         Some(Fetched {
             value,
             stale_for: Some(age),
+            source: None,
         })
     }
 
@@ -548,13 +560,14 @@ fn weight(bytes: usize) -> u32 {
     u32::try_from(bytes.saturating_add(ENTRY_OVERHEAD)).unwrap_or(u32::MAX)
 }
 
-fn answer<T: Cacheable>(entry: &Entry) -> Result<Fetched<T>, UpstreamError> {
+fn answer<T: Cacheable>(key: &CacheKey, entry: &Entry) -> Result<Fetched<T>, UpstreamError> {
     match &entry.value {
         Value::NotFound(err) => Err(err.clone()),
         value => T::unwrap(value)
             .map(|value| Fetched {
                 value,
                 stale_for: None,
+                source: Some(Source::new(key.clone(), entry.started)),
             })
             // Keys determine the value's type, so a mismatch cannot happen; fail safe if it did.
             .ok_or_else(|| UpstreamError::new(Service::Totvs, UpstreamErrorKind::Malformed)),

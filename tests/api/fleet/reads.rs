@@ -233,10 +233,8 @@ async fn redis_holds_no_identifier_in_its_key_names() {
     }
 }
 
-#[tokio::test]
-async fn a_warm_query_checks_its_versions_in_one_round_trip_per_level() {
-    let redis = RedisServer::start().await;
-    let up = Upstreams::start().await;
+/// A list of five protocols and their interactions, answered by TOTVS.
+async fn five_protocols(up: &Upstreams) {
     let mut list = fixture("totvs/protocols.200.json");
     let item = list["items"][0].clone();
     list["items"] = (0..5)
@@ -257,19 +255,47 @@ async fn a_warm_query_checks_its_versions_in_one_round_trip_per_level() {
         )
         .mount(&up.totvs)
         .await;
+}
+
+#[tokio::test]
+async fn a_warm_query_checks_its_versions_in_one_round_trip_per_level() {
+    let redis = RedisServer::start().await;
+    let up = Upstreams::start().await;
+    five_protocols(&up).await;
+    // The cached answers' own checks, as a query that is not answered whole makes them.
+    let mut settings = replica_settings(&up, &redis);
+    settings.cache.whole_responses = false;
+    let app = TestApp::spawn(settings).await;
+    let cold = app.query(LIST_AND_INTERACTIONS).await;
+    assert!(cold.get("errors").is_none(), "{cold}");
+
+    // Each check starts with Redis's TIME: count the checks of one warm query.
+    let before = redis.calls_of("time").await;
+    let warm = app.query(LIST_AND_INTERACTIONS).await;
+    let checks = redis.calls_of("time").await - before;
+
+    assert_eq!(warm, cold);
+    assert_eq!(app.counts().cache_hits, 6, "{:?}", app.counts());
+    assert_eq!(
+        checks, 2,
+        "the list's check, then one shared by its five protocols' interactions"
+    );
+}
+
+#[tokio::test]
+async fn a_whole_response_checks_the_versions_of_all_its_answers_in_one_round_trip() {
+    let redis = RedisServer::start().await;
+    let up = Upstreams::start().await;
+    five_protocols(&up).await;
     let fleet = replicas(&up, &redis, 1).await;
     let cold = fleet[0].query(LIST_AND_INTERACTIONS).await;
     assert!(cold.get("errors").is_none(), "{cold}");
 
-    // Each check starts with Redis's TIME: count the checks of one warm query.
     let before = redis.calls_of("time").await;
     let warm = fleet[0].query(LIST_AND_INTERACTIONS).await;
     let checks = redis.calls_of("time").await - before;
 
     assert_eq!(warm, cold);
-    assert_eq!(fleet[0].counts().cache_hits, 6, "{:?}", fleet[0].counts());
-    assert_eq!(
-        checks, 2,
-        "the list's check, then one shared by its five protocols' interactions"
-    );
+    assert_eq!(fleet[0].counts().whole_response_hits, 1);
+    assert_eq!(checks, 1, "the list and five interactions, in one check");
 }
