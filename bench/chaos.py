@@ -24,6 +24,9 @@ import sys
 import threading
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import free_port, wait_port  # noqa: E402
+
 BIN = sys.argv[1]
 WORK = sys.argv[2]
 LATENCY_MS = int(os.environ.get("LATENCY_MS", "20"))
@@ -37,23 +40,6 @@ QUERY = json.dumps({
              '{ latestProtocols(limit: 3) { number } authorizationProtocols(pageSize: 5) '
              '{ items { protocol interactions { items { reason } } } } } }'
 }).encode()
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port, deadline=30.0):
-    end = time.time() + deadline
-    while time.time() < end:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit(f"chaos: nothing listens on {port}")
 
 
 class Upstreams:

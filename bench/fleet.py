@@ -20,6 +20,9 @@ import tempfile
 import threading
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import free_port, wait_port  # noqa: E402
+
 BIN, ROOT = sys.argv[1], sys.argv[2]
 LATENCY_MS = os.environ.get("LATENCY_MS", "20")
 DURATION = int(os.environ.get("DURATION", "10"))
@@ -28,23 +31,6 @@ BURST = int(os.environ.get("BURST", "30"))
 QUERY = open(os.path.join(ROOT, "bench/queries/fanout.json"), "rb").read()
 LUA = os.path.join(ROOT, "bench/graphql.lua")
 RESOURCES = 22  # Mosia 1 + TOTVS list 1 + 20 interactions
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port, seconds=30.0):
-    end = time.time() + seconds
-    while time.time() < end:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit(f"fleet: nothing listens on {port}")
 
 
 class Upstreams:
