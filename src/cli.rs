@@ -172,25 +172,9 @@ async fn serve() -> Result<(), String> {
         .await
         .map_err(|err| err.to_string())?;
     info!(addr = %app.local_addr(), "serving the graph at /graphql");
-    tokio::spawn(return_freed_memory());
     app.run_until(shutdown_signal())
         .await
         .map_err(|err| err.to_string())
-}
-
-/// glibc keeps what a burst freed (e.g. large upstream bodies, buffered within their caps) in
-/// its arenas; handing it back now and then lets RSS fall after the burst instead of staying at
-/// its peak. A no-op elsewhere.
-async fn return_freed_memory() {
-    let mut every = tokio::time::interval(Duration::from_secs(10));
-    loop {
-        every.tick().await;
-        #[cfg(all(target_os = "linux", target_env = "gnu"))]
-        // SAFETY: malloc_trim only returns free heap pages to the kernel; it takes no pointer.
-        unsafe {
-            libc::malloc_trim(0);
-        }
-    }
 }
 
 async fn run_sandbox(
