@@ -21,23 +21,14 @@ BIN=$ROOT/target/release/protocol-graph
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/protocol-graph-http-audit.XXXXXX")
 PIDS=()
 
+# stop_pid and the rest of the bench's process helpers; log and die are this script's own
+# (its prefix, and exit 2 for a run that could not be made).
+# shellcheck source=bench/lib.sh
+source "$BENCH_DIR/lib.sh"
 log() { printf '[http-audit %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 die() {
     log "FAILED: $*"
     exit 2
-}
-
-# Stops one process we started: SIGTERM, up to 5 s of grace, then SIGKILL.
-stop_pid() {
-    local pid=$1 i
-    kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < 50; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
 }
 
 cleanup() {

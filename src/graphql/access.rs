@@ -60,15 +60,18 @@ pub fn check_read(
 
 /// The audit line of `read` for `caller`, answered from the whole-response cache.
 pub(crate) fn audit_cached_read(caller: &Caller, read: &ReadFact) {
-    tracing::info!(
-        target: "audit",
-        sub = %caller.sub,
-        operation = read.operation,
-        unique_key = read.unique_key.as_deref(),
-        subscriber_id = read.subscriber_id.as_deref(),
-        outcome = "allowed",
-        cache = "response",
-        "access"
+    let keys = Keys {
+        unique_key: read.unique_key.as_deref(),
+        subscriber_id: read.subscriber_id.as_deref(),
+        protocol: None,
+    };
+    access_line(
+        caller,
+        read.operation,
+        keys,
+        "allowed",
+        None,
+        Some("response"),
     );
 }
 
@@ -93,16 +96,12 @@ pub fn refuse(
     protocol: Option<&str>,
     reason: &'static str,
 ) -> GatewayError {
-    tracing::info!(
-        target: "audit",
-        sub = %caller.sub,
-        operation,
+    let keys = Keys {
+        unique_key: None,
         subscriber_id,
         protocol,
-        outcome = "refused",
-        reason,
-        "access"
-    );
+    };
+    access_line(caller, operation, keys, "refused", Some(reason), None);
     GatewayError::Forbidden
 }
 
@@ -135,27 +134,44 @@ fn audit(
     protocol: Option<&str>,
     decision: &Result<(), crate::auth::Refusal>,
 ) {
-    match decision {
-        Ok(()) => tracing::info!(
-            target: "audit",
-            sub = %caller.sub,
-            operation,
-            unique_key,
-            subscriber_id,
-            protocol,
-            outcome = "allowed",
-            "access"
-        ),
-        Err(refusal) => tracing::info!(
-            target: "audit",
-            sub = %caller.sub,
-            operation,
-            unique_key,
-            subscriber_id,
-            protocol,
-            outcome = "refused",
-            reason = refusal.reason(),
-            "access"
-        ),
-    }
+    let (outcome, reason) = match decision {
+        Ok(()) => ("allowed", None),
+        Err(refusal) => ("refused", Some(refusal.reason())),
+    };
+    let keys = Keys {
+        unique_key,
+        subscriber_id,
+        protocol,
+    };
+    access_line(caller, operation, keys, outcome, reason, None);
+}
+
+/// What an access line names besides the caller and the operation.
+struct Keys<'a> {
+    unique_key: Option<&'a str>,
+    subscriber_id: Option<&'a str>,
+    protocol: Option<&'a str>,
+}
+
+/// The one shape of an access line; absent keys are left out of it.
+fn access_line(
+    caller: &Caller,
+    operation: &'static str,
+    keys: Keys<'_>,
+    outcome: &'static str,
+    reason: Option<&'static str>,
+    cache: Option<&'static str>,
+) {
+    tracing::info!(
+        target: "audit",
+        sub = %caller.sub,
+        operation,
+        unique_key = keys.unique_key,
+        subscriber_id = keys.subscriber_id,
+        protocol = keys.protocol,
+        outcome,
+        reason,
+        cache,
+        "access"
+    );
 }
