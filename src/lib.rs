@@ -21,7 +21,9 @@
 //! - `model`: plain domain types (protocols, interactions, codes, dates) below both layers.
 //! - [`metrics`]: the Prometheus registry: request and upstream call durations, upstream calls,
 //!   cache outcomes and size, refusals, breaker states.
-//! - [`telemetry`]: JSON or readable logs, OpenTelemetry traces over OTLP, request ids.
+//! - [`telemetry`]: JSON or readable logs, OpenTelemetry traces over OTLP, request ids;
+//!   `logformat`: the JSON shape of a line, written in one pass; `logqueue`: the non-blocking
+//!   writer under the logs, many lines per write.
 //! - `readiness`: what `/readyz` answers.
 //! - [`sandbox`]: in-process fake upstreams speaking the documented HTTP and JSON.
 
@@ -33,6 +35,8 @@ pub mod csrf;
 pub(crate) mod gate;
 pub(crate) mod graphiql;
 pub(crate) mod graphql;
+pub(crate) mod logformat;
+pub(crate) mod logqueue;
 pub(crate) mod media;
 pub mod metrics;
 pub(crate) mod model;

@@ -18,10 +18,17 @@ use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::Sd
 use tracing::{Dispatch, Level, Span};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::{
-    EnvFilter, Layer, Registry, filter::filter_fn, fmt::MakeWriter, layer::SubscriberExt,
+    EnvFilter, Layer, Registry,
+    filter::filter_fn,
+    fmt::{MakeWriter, format::JsonFields},
+    layer::SubscriberExt,
 };
 
-use crate::config::TelemetrySettings;
+use crate::{
+    config::TelemetrySettings,
+    logformat::JsonLine,
+    logqueue::{LogQueue, LogQueueGuard},
+};
 
 /// The header a request's id travels in, both ways.
 pub const REQUEST_ID: &str = "x-request-id";
@@ -41,6 +48,8 @@ pub enum LogFormat {
 pub enum TelemetryError {
     #[error("cannot build the OTLP span exporter: {0}")]
     Exporter(#[from] opentelemetry_otlp::ExporterBuildError),
+    #[error("cannot start the log writer thread: {0}")]
+    LogWriter(std::io::Error),
     #[error("a global tracing subscriber is already installed")]
     AlreadyInstalled,
 }
@@ -49,19 +58,13 @@ pub enum TelemetryError {
 #[must_use = "dropping it stops the span export"]
 pub struct Telemetry {
     provider: Option<SdkTracerProvider>,
-    /// Flushes the log lines still queued when dropped.
-    log_writer: Option<tracing_appender::non_blocking::WorkerGuard>,
+    /// Writes the log lines still queued when dropped.
+    log_writer: Option<LogQueueGuard>,
 }
-
-/// Log lines the non-blocking writer dropped because its queue was full.
-static DROPPED_LOG_LINES: std::sync::OnceLock<tracing_appender::non_blocking::ErrorCounter> =
-    std::sync::OnceLock::new();
 
 /// How many log lines (audit lines included) were dropped under overload so far.
 pub fn dropped_log_lines() -> u64 {
-    DROPPED_LOG_LINES.get().map_or(0, |counter| {
-        u64::try_from(counter.dropped_lines()).unwrap_or(u64::MAX)
-    })
+    crate::logqueue::dropped_lines()
 }
 
 impl Telemetry {
@@ -84,24 +87,16 @@ impl Drop for Telemetry {
     }
 }
 
-/// Log lines queued for stdout before new ones are dropped.
-const LOG_QUEUE_LINES: usize = 65_536;
+/// Bytes of log lines queued for stdout before new ones are dropped (some 65,000 lines).
+const LOG_QUEUE_BYTES: usize = 16 << 20;
 
 /// Installs the process-wide subscriber, logging to stdout (colours only on a terminal).
 pub fn init(settings: &TelemetrySettings, format: LogFormat) -> Result<Telemetry, TelemetryError> {
     let ansi = std::io::stdout().is_terminal();
     // A request never waits on stdout (a slow `docker logs` reader, a full pipe): lines go
-    // through a bounded queue, and past it they are dropped and counted, never blocking.
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(true)
-        .buffered_lines_limit(LOG_QUEUE_LINES)
-        // The writer thread flushes whenever the queue runs dry: under load, one write for
-        // many lines (an audit line per request) instead of one per line.
-        .finish(std::io::BufWriter::with_capacity(
-            64 * 1024,
-            std::io::stdout(),
-        ));
-    let _ = DROPPED_LOG_LINES.set(writer.error_counter());
+    // into a bounded queue, and past it they are dropped and counted, never blocking.
+    let (writer, guard) =
+        LogQueue::new(std::io::stdout(), LOG_QUEUE_BYTES).map_err(TelemetryError::LogWriter)?;
     let (dispatch, mut telemetry) = dispatch(settings, format, writer, ansi)?;
     telemetry.log_writer = Some(guard);
     tracing::dispatcher::set_global_default(dispatch)
@@ -123,11 +118,10 @@ where
     let filter = EnvFilter::try_new(&settings.log_filter)
         .unwrap_or_else(|_| EnvFilter::new("info,tower_http=warn"));
     let logs: Box<dyn Layer<Registry> + Send + Sync> = match format {
+        // The span list holds the request's span first, whatever span the line was written in.
         LogFormat::Json => tracing_subscriber::fmt::layer()
-            .json()
-            // The list holds the request's span first, whatever span the line was written in.
-            .with_current_span(false)
-            .with_span_list(true)
+            .fmt_fields(JsonFields::new())
+            .event_format(JsonLine)
             .with_ansi(false)
             .with_writer(writer)
             .with_filter(filter)

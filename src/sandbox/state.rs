@@ -37,6 +37,8 @@ struct Tokens {
 static TOKEN_SEQ: AtomicU64 = AtomicU64::new(1);
 const REFRESH_TTL: Duration = Duration::from_secs(24 * 3600);
 const SLOW_ANSWER: Duration = Duration::from_secs(30);
+/// How late tokio's millisecond timer may fire: the part of a delay it is not trusted with.
+const COARSE_TIMER: Duration = Duration::from_millis(3);
 
 pub(super) struct Shared {
     latency: Duration,
@@ -66,12 +68,19 @@ impl Shared {
     }
 
     pub(super) async fn delay(&self) {
-        if !self.latency.is_zero() {
-            // tokio's timer fires on the first millisecond tick after the deadline, so a plain
-            // sleep(20 ms) takes about 21 ms; aim one tick early so the added latency is the
-            // configured one, not a millisecond more.
-            let tick = Duration::from_millis(1);
-            tokio::time::sleep(self.latency.saturating_sub(tick).max(tick)).await;
+        if self.latency.is_zero() {
+            return;
+        }
+        // tokio's timer counts whole milliseconds and its wake-up rounds up again, so a plain
+        // sleep(20 ms) ends anywhere from 20 to 22 ms later, by the phase of the request to the
+        // timer's tick: a request that crossed a gateway lands in another phase than one sent
+        // straight, and the benchmark's cold rows showed that tick as the gateway's cost. The
+        // last stretch is slept on a blocking thread, whose timer has microseconds.
+        let deadline = Instant::now() + self.latency;
+        tokio::time::sleep(self.latency.saturating_sub(COARSE_TIMER)).await;
+        let rest = deadline.saturating_duration_since(Instant::now());
+        if !rest.is_zero() {
+            let _ = tokio::task::spawn_blocking(move || std::thread::sleep(rest)).await;
         }
     }
 

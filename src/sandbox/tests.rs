@@ -120,3 +120,22 @@ fn paging_and_order() {
     let bad = Paging::parse(&[("pageSize".into(), "0".into())]).unwrap_err();
     assert_eq!(bad.status, StatusCode::NOT_ACCEPTABLE);
 }
+
+#[tokio::test]
+async fn a_delay_lasts_at_least_the_configured_latency() {
+    let (_stop_tx, stop) = watch::channel(false);
+    let latency = std::time::Duration::from_millis(20);
+    let shared = Shared::new(
+        &SandboxOptions {
+            latency,
+            ..SandboxOptions::default()
+        },
+        stop,
+    );
+    for _ in 0..5 {
+        let started = std::time::Instant::now();
+        shared.delay().await;
+        // Never early: the benchmark's reference rows count on the full latency.
+        assert!(started.elapsed() >= latency, "{:?}", started.elapsed());
+    }
+}
