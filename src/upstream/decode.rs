@@ -67,10 +67,30 @@ pub(crate) fn epoch_millis(text: &str) -> Option<DateTime<Utc>> {
 pub(crate) fn date(text: &str) -> Option<NaiveDate> {
     let text = text.trim();
     let head = text.get(..10).unwrap_or(text);
+    if let Some(date) = iso_date(head) {
+        return Some(date);
+    }
     NaiveDate::parse_from_str(head, "%Y-%m-%d")
         .or_else(|_| NaiveDate::parse_from_str(text, "%Y%m%d"))
         .or_else(|_| NaiveDate::parse_from_str(head, "%d/%m/%Y"))
         .ok()
+}
+
+/// `YYYY-MM-DD` read directly: most dates are in this shape, and chrono's `parse_from_str`
+/// parses its format string again on every call.
+fn iso_date(head: &str) -> Option<NaiveDate> {
+    let bytes = head.as_bytes();
+    if bytes.len() != 10 || bytes[4] != b'-' || bytes[7] != b'-' {
+        return None;
+    }
+    let number = |range: std::ops::Range<usize>| {
+        bytes[range].iter().try_fold(0_u32, |n, byte| {
+            byte.is_ascii_digit()
+                .then(|| n * 10 + u32::from(byte - b'0'))
+        })
+    };
+    let year = i32::try_from(number(0..4)?).ok()?;
+    NaiveDate::from_ymd_opt(year, number(5..7)?, number(8..10)?)
 }
 
 /// An object whose keys are folded to one style: lowercase, without `-` and `_`, so that
@@ -106,6 +126,16 @@ impl Folded {
 }
 
 fn fold(key: &str) -> String {
+    if key.is_ascii() {
+        // Every key either upstream has sent: byte by byte, without Unicode case tables.
+        let mut folded = String::with_capacity(key.len());
+        folded.extend(
+            key.bytes()
+                .filter(|byte| !matches!(byte, b'-' | b'_'))
+                .map(|byte| char::from(byte.to_ascii_lowercase())),
+        );
+        return folded;
+    }
     key.chars()
         .filter(|c| *c != '-' && *c != '_')
         .flat_map(char::to_lowercase)
@@ -173,6 +203,35 @@ mod tests {
         }
         assert_eq!(date(""), None);
         assert_eq!(date("2023-02-30"), None);
+    }
+
+    #[test]
+    fn the_direct_iso_reading_agrees_with_chrono_on_every_shape_it_takes() {
+        let chrono = |text: &str| NaiveDate::parse_from_str(text, "%Y-%m-%d").ok();
+        for year in (0..=9999).step_by(37).chain([2000, 2023, 2024, 2100]) {
+            for month in 0..=13 {
+                for day in 0..=32 {
+                    let text = format!("{year:04}-{month:02}-{day:02}");
+                    assert_eq!(iso_date(&text), chrono(&text), "{text}");
+                }
+            }
+        }
+        for text in [
+            "+023-06-20",
+            "2023-6-200",
+            "2023/06/20",
+            "2023-06-2a",
+            "２０２３-06-20",
+        ] {
+            assert_eq!(iso_date(text), None, "{text}");
+            assert_eq!(date(text), chrono(text.get(..10).unwrap_or(text)), "{text}");
+        }
+    }
+
+    #[test]
+    fn keys_fold_alike_whatever_their_case_or_alphabet() {
+        assert_eq!(fold("SubScriber-_ID"), "subscriberid");
+        assert_eq!(fold("DATA_Solicitação"), "datasolicitação");
     }
 
     #[test]
