@@ -231,34 +231,11 @@ impl fmt::Write for Escaping<'_> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
-
     use serde_json::{Value, json};
-    use tracing_subscriber::{fmt::MakeWriter, layer::SubscriberExt};
+    use tracing_subscriber::layer::SubscriberExt;
 
     use super::*;
-
-    #[derive(Clone, Default)]
-    struct Lines(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Lines {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl<'a> MakeWriter<'a> for Lines {
-        type Writer = Self;
-
-        fn make_writer(&'a self) -> Self {
-            self.clone()
-        }
-    }
+    use crate::telemetry::tests::Lines;
 
     /// The lines `log` writes, each parsed, under this formatter and under tracing-subscriber's
     /// own JSON format with its span list.
@@ -270,14 +247,20 @@ mod tests {
                 tracing_subscriber::fmt::layer()
                     .fmt_fields(JsonFields::new())
                     .event_format(JsonLine)
-                    .with_writer(ours.clone()),
+                    .with_writer({
+                        let ours = ours.clone();
+                        move || ours.clone()
+                    }),
             )
             .with(
                 tracing_subscriber::fmt::layer()
                     .json()
                     .with_current_span(false)
                     .with_span_list(true)
-                    .with_writer(theirs.clone()),
+                    .with_writer({
+                        let theirs = theirs.clone();
+                        move || theirs.clone()
+                    }),
             );
         tracing::subscriber::with_default(subscriber, log);
         let parse = |lines: Lines| {

@@ -296,7 +296,7 @@ impl Extractor for HeaderExtractor<'_> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::{Arc, Mutex};
 
     use super::*;
@@ -312,9 +312,9 @@ mod tests {
         assert!(!is_fit_request_id("ação".as_bytes()));
     }
 
-    /// Log lines written to memory.
+    /// Log lines written to memory (the log writer of tests here and in `logformat`).
     #[derive(Clone, Default)]
-    struct Lines(Arc<Mutex<Vec<u8>>>);
+    pub(crate) struct Lines(pub(crate) Arc<Mutex<Vec<u8>>>);
 
     impl std::io::Write for Lines {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
