@@ -186,13 +186,7 @@ async fn concurrent_identical_cold_queries_share_one_call_per_resource() {
 #[tokio::test]
 async fn upstream_errors_are_not_cached() {
     let up = Upstreams::start().await;
-    mosia_get()
-        .respond_with(ResponseTemplate::new(500))
-        .up_to_n_times(1)
-        .expect(1)
-        .mount(&up.mosia)
-        .await;
-    up.mosia_documented(1).await;
+    up.mosia_fails_once_then_documented().await;
     let app = up.app_with(|s| s.upstream.get_retries = 0).await;
     let query = LATEST;
 

@@ -125,6 +125,18 @@ impl Upstreams {
         }
     }
 
+    /// Mosia fails the first read with a 500 (a status no retry repeats), then answers its
+    /// documented body once.
+    pub async fn mosia_fails_once_then_documented(&self) {
+        mosia_get()
+            .respond_with(ResponseTemplate::new(500))
+            .up_to_n_times(1)
+            .expect(1)
+            .mount(&self.mosia)
+            .await;
+        self.mosia_documented(1).await;
+    }
+
     /// The documented subscriber's list answers its documented body, as [`Self::mosia_documented`].
     pub async fn list_documented(&self, times: impl Into<Option<u64>>) {
         let mock = list_get().respond_with(

@@ -208,14 +208,7 @@ async fn an_answer_past_its_ttl_is_never_answered_whole() {
 #[tokio::test]
 async fn a_response_with_errors_is_not_kept() {
     let up = Upstreams::start().await;
-    // Mosia fails once (a 500 is not retried), then answers.
-    mosia_get()
-        .respond_with(ResponseTemplate::new(500))
-        .up_to_n_times(1)
-        .expect(1)
-        .mount(&up.mosia)
-        .await;
-    up.mosia_documented(1).await;
+    up.mosia_fails_once_then_documented().await;
     let app = up.app().await;
 
     let failed = app.query(LATEST).await;
