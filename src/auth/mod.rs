@@ -11,14 +11,15 @@
 //!
 //! - `caller`: the verified `Caller`, its `Scopes`, and whether it may read or write a
 //!   beneficiary (`Refusal` when not).
-//! - `verify`: the `Authenticator` that checks bearer tokens, the verified-token cache, and
-//!   `AuthError`.
+//! - `verify`: the `Authenticator` that checks bearer tokens, and `AuthError`.
+//! - `verified`: the cache of verified tokens, by digest.
 //! - `jwks`: the identity provider's public keys, fetched, cached and refetched with limits.
 //! - `mint`: [`mint_hs256`] and [`ClaimsBuilder`], tokens for the sandbox and tests.
 
 mod caller;
 mod jwks;
 mod mint;
+mod verified;
 mod verify;
 
 #[cfg(test)]

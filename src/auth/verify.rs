@@ -3,12 +3,11 @@
 
 use std::{
     sync::Arc,
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, errors::ErrorKind};
-use moka::sync::Cache;
 use serde::Deserialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -16,6 +15,7 @@ use sha2::{Digest, Sha256};
 use super::{
     AuthSettings, Caller, Scopes,
     jwks::{Jwks, check_jwks_url},
+    verified::{Verified, VerifiedTokens},
 };
 use crate::config::ConfigError;
 
@@ -25,7 +25,7 @@ const LEEWAY_SECS: u64 = 30;
 const MIN_SECRET_BYTES: usize = 32;
 /// Far above any real token; bounds the work a garbage header costs.
 pub(super) const MAX_TOKEN_BYTES: usize = 8 * 1024;
-const VERIFIED_CACHE_CAPACITY: u64 = 10_000;
+const VERIFIED_CACHE_CAPACITY: usize = 10_000;
 /// A cached verification is redone at least this often, whatever the token's `exp`.
 pub(super) const VERIFIED_CACHE_MAX_TTL: Duration = Duration::from_secs(300);
 
@@ -133,30 +133,9 @@ pub(crate) struct Authenticator {
     rs256: Validation,
     es256: Validation,
     /// Verified callers by SHA-256 of their token.
-    pub(super) verified: Cache<[u8; 32], Verified>,
+    pub(super) verified: VerifiedTokens,
     #[cfg(test)]
     pub(super) verifications: std::sync::atomic::AtomicU64,
-}
-
-#[derive(Clone)]
-pub(super) struct Verified {
-    caller: Arc<Caller>,
-    /// Unix time after which the token is expired even with the leeway.
-    pub(super) valid_until: i64,
-    ttl: Duration,
-}
-
-struct VerifiedExpiry;
-
-impl moka::Expiry<[u8; 32], Verified> for VerifiedExpiry {
-    fn expire_after_create(
-        &self,
-        _token: &[u8; 32],
-        verified: &Verified,
-        _created_at: Instant,
-    ) -> Option<Duration> {
-        Some(verified.ttl)
-    }
 }
 
 impl Authenticator {
@@ -201,10 +180,7 @@ impl Authenticator {
             hs256: validation(Algorithm::HS256, settings),
             rs256: validation(Algorithm::RS256, settings),
             es256: validation(Algorithm::ES256, settings),
-            verified: Cache::builder()
-                .max_capacity(VERIFIED_CACHE_CAPACITY)
-                .expire_after(VerifiedExpiry)
-                .build(),
+            verified: VerifiedTokens::new(VERIFIED_CACHE_CAPACITY),
             #[cfg(test)]
             verifications: Default::default(),
         })
@@ -248,10 +224,8 @@ impl Authenticator {
         let token = bearer_token(authorization)?;
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let now = now_unix();
-        if let Some(hit) = self.verified.get(&digest)
-            && now <= hit.valid_until
-        {
-            return Ok(hit.caller);
+        if let Some(caller) = self.verified.get(&digest, now) {
+            return Ok(caller);
         }
         well_formed(token)?;
         let (caller, valid_until) = self.verify(token, now).await?;
@@ -259,11 +233,8 @@ impl Authenticator {
         if let Some(ttl) = cache_ttl(valid_until, now) {
             self.verified.insert(
                 digest,
-                Verified {
-                    caller: caller.clone(),
-                    valid_until,
-                    ttl,
-                },
+                Verified::new(caller.clone(), valid_until, now, ttl),
+                now,
             );
         }
         Ok(caller)

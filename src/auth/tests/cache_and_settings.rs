@@ -28,9 +28,9 @@ async fn a_verified_token_is_served_from_the_cache_until_it_expires() {
 
     // An entry past its token's expiry is not trusted, whatever the cache still holds.
     let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-    let mut stale = auth.verified.get(&digest).unwrap();
+    let mut stale = auth.verified.entry(&digest).unwrap();
     stale.valid_until = now_unix() - 1;
-    auth.verified.insert(digest, stale);
+    auth.verified.insert(digest, stale, now_unix());
     assert!(bearer(&auth, &token).await.is_ok());
     assert_eq!(verifications(), 3);
 
