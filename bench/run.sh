@@ -6,7 +6,8 @@
 #
 # Environment: LATENCY_MS (fake upstream latency, default 20), DURATION (seconds per measured
 # run, default 10), WARMUP (seconds of wrk warm-up before cold rows, default 2), CONNECTIONS
-# (default 32), THREADS (wrk threads, default 1, see README), SKIP_BUILD=1 (use the existing
+# (default 32), THREADS (wrk threads, default 1, see README), PAIRS and PAIR_SECONDS (the
+# paired rounds that decide the authentication target, default 4 × 5 s), SKIP_BUILD=1 (use the existing
 # target/release/protocol-graph), BURST (size of the concurrent burst, default 100),
 # TAILCALL_RUN (the peer's run.sh, default ../shared/peers/tailcall/run.sh next to the repo;
 # the Tailcall rows say so when it is absent), NO_TAILCALL=1 (skip them).
@@ -20,6 +21,8 @@ WARMUP=${WARMUP:-2}
 CONNECTIONS=${CONNECTIONS:-32}
 THREADS=${THREADS:-1}
 BURST=${BURST:-100}
+PAIRS=${PAIRS:-4}
+PAIR_SECONDS=${PAIR_SECONDS:-5}
 SERIAL=10 # sequential queries of the exact upstream-call checks
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -36,11 +39,11 @@ source "$BENCH_DIR/lib.sh"
 # shellcheck source=bench/report.sh
 source "$BENCH_DIR/report.sh"
 
-for v in LATENCY_MS DURATION WARMUP CONNECTIONS THREADS BURST; do
+for v in LATENCY_MS DURATION WARMUP CONNECTIONS THREADS BURST PAIRS PAIR_SECONDS; do
     [[ ${!v} =~ ^[0-9]+$ ]] || { echo "bench: $v must be a whole number, got '${!v}'" >&2; exit 2; }
 done
-((DURATION > 0 && CONNECTIONS > 0 && THREADS > 0 && THREADS <= CONNECTIONS && BURST > 0)) ||
-    { echo "bench: DURATION, CONNECTIONS, THREADS, BURST must be > 0 (THREADS <= CONNECTIONS)" >&2; exit 2; }
+((DURATION > 0 && CONNECTIONS > 0 && THREADS > 0 && THREADS <= CONNECTIONS && BURST > 0 && PAIRS > 0 && PAIR_SECONDS > 0)) ||
+    { echo "bench: DURATION, CONNECTIONS, THREADS, BURST, PAIRS, PAIR_SECONDS must be > 0 (THREADS <= CONNECTIONS)" >&2; exit 2; }
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/protocol-graph-bench.XXXXXX")
 PIDS=()
@@ -168,6 +171,38 @@ for scenario in "a|a|latestProtocols|$Q_LATEST|0" "c_warm|c|fan-out|$Q_FANOUT|20
         skip_row "${key}_tc" "($letter) $name, warm" "$TC_WHY"
     fi
 done
+
+# paired_rounds KEY BODY: the authentication target compares two rows a few percent apart, less
+# than this machine's drift over a minute (bench/README.md). So it is also decided on PAIRS
+# rounds of PAIR_SECONDS each, the row without authentication and the row with a token back to
+# back, in A-B-B-A order so that a steady drift falls on both alike; the median of the rounds'
+# ratios decides. Sets R_PAIRS[KEY] (each round's ratio, %) and R_PAIRED[KEY] (the median).
+declare -A R_PAIRS R_PAIRED
+paired_rounds() {
+    local key=$1 body=$2 i which plain auth ratios=()
+    log "paired rounds: $key, $PAIRS × ($PAIR_SECONDS s without authentication, $PAIR_SECONDS s with a token)"
+    for ((i = 0; i < PAIRS; i++)); do
+        for which in $( ((i % 2 == 0)) && echo "plain auth" || echo "auth plain"); do
+            if [[ $which == plain ]]; then
+                run_wrk "$ON_URL/graphql" "$body" "$PAIR_SECONDS" "$TMP/$key.pair.txt"
+                plain=$WRK_RPS
+            else
+                export BENCH_TOKEN=$TOKEN
+                run_wrk "$AUTH_URL/graphql" "$body" "$PAIR_SECONDS" "$TMP/$key.pair.txt"
+                unset BENCH_TOKEN
+                auth=$WRK_RPS
+            fi
+            ((WRK_BAD == 0)) || die "paired rounds of $key: $WRK_BAD errors"
+        done
+        ratios+=("$(awk -v a="$auth" -v b="$plain" 'BEGIN { printf "%.1f", b ? a / b * 100 : 0 }')")
+        log "  round $((i + 1)): $plain req/s without, $auth with a token: ${ratios[-1]} %"
+    done
+    R_PAIRS[$key]=$(join ', ' "${ratios[@]}")
+    R_PAIRED[$key]=$(printf '%s\n' "${ratios[@]}" | sort -g | awk '{ v[NR] = $1 } END {
+        printf "%.1f", NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }')
+}
+paired_rounds a_auth "$Q_LATEST"
+paired_rounds c_warm_auth "$Q_FANOUT"
 AUDIT_LINES=$(grep -c '"target":"audit"' "$TMP/auth-on.log" || true)
 stop_gateway "$ON_PID"
 stop_gateway "$AUTH_PID"
