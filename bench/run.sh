@@ -7,7 +7,8 @@
 # Environment: LATENCY_MS (fake upstream latency, default 20), DURATION (seconds per measured
 # run, default 10), WARMUP (seconds of wrk warm-up before cold rows, default 2), CONNECTIONS
 # (default 32), THREADS (wrk threads, default 1, see README), PAIRS and PAIR_SECONDS (the
-# paired rounds that decide the authentication target, default 4 × 5 s), SKIP_BUILD=1 (use the existing
+# paired rounds that decide the authentication and cold fan-out targets, default 4 × 5 s),
+# SKIP_BUILD=1 (use the existing
 # target/release/protocol-graph), BURST (size of the concurrent burst, default 100),
 # TAILCALL_RUN (the peer's run.sh, default ../shared/peers/tailcall/run.sh next to the repo;
 # the Tailcall rows say so when it is absent), NO_TAILCALL=1 (skip them).
@@ -172,37 +173,57 @@ for scenario in "a|a|latestProtocols|$Q_LATEST|0" "c_warm|c|fan-out|$Q_FANOUT|20
     fi
 done
 
-# paired_rounds KEY BODY: the authentication target compares two rows a few percent apart, less
-# than this machine's drift over a minute (bench/README.md). So it is also decided on PAIRS
-# rounds of PAIR_SECONDS each, the row without authentication and the row with a token back to
-# back, in A-B-B-A order so that a steady drift falls on both alike; the median of the rounds'
-# ratios decides. Sets R_PAIRS[KEY] (each round's ratio, %) and R_PAIRED[KEY] (the median).
-declare -A R_PAIRS R_PAIRED
+# Two targets compare rows less apart than this machine drifts over a minute (bench/README.md):
+# authentication's cost (a few percent of warm req/s) and the cold fan-out against Tailcall (a
+# few tenths of a millisecond). Each is also measured in PAIRS paired rounds of PAIR_SECONDS:
+# A then B, then B then A, and so on, so that a steady drift falls on both alike; the median of
+# the rounds decides.
+#
+# paired_rounds KEY METRIC BODY CONNS A_URL A_TOKEN B_URL B_TOKEN: METRIC rps (R_PAIRED[KEY] is
+# the median of B's req/s ÷ A's, %) or p50 (R_PAIRED[KEY] is the median of A's p50 − B's, ms;
+# R_PAIRED_A[KEY] the median of A's p50). R_PAIRS[KEY] lists the rounds. A_TOKEN, B_TOKEN: the
+# bearer token each side sends ("" for none).
+declare -A R_PAIRS R_PAIRED R_PAIRED_A
+# median FORMAT: the median of the numbers on stdin, printf-formatted.
+median() { sort -g | awk -v f="$1" '{ v[NR] = $1 } END { printf f, NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 paired_rounds() {
-    local key=$1 body=$2 i which plain auth ratios=()
-    log "paired rounds: $key, $PAIRS × ($PAIR_SECONDS s without authentication, $PAIR_SECONDS s with a token)"
+    local key=$1 metric=$2 body=$3 conns=$4 i side value a b rounds=() values=() as=()
+    local -A url=([A]=$5 [B]=$7) token=([A]=$6 [B]=$8)
+    log "paired rounds: $key, $PAIRS × $PAIR_SECONDS s on each side"
     for ((i = 0; i < PAIRS; i++)); do
-        for which in $( ((i % 2 == 0)) && echo "plain auth" || echo "auth plain"); do
-            if [[ $which == plain ]]; then
-                run_wrk "$ON_URL/graphql" "$body" "$PAIR_SECONDS" "$TMP/$key.pair.txt"
-                plain=$WRK_RPS
-            else
-                export BENCH_TOKEN=$TOKEN
-                run_wrk "$AUTH_URL/graphql" "$body" "$PAIR_SECONDS" "$TMP/$key.pair.txt"
-                unset BENCH_TOKEN
-                auth=$WRK_RPS
-            fi
+        for side in $( ((i % 2 == 0)) && echo "A B" || echo "B A"); do
+            [[ -z ${token[$side]} ]] || export BENCH_TOKEN=${token[$side]}
+            CONNS=$conns run_wrk "${url[$side]}/graphql" "$body" "$PAIR_SECONDS" "$TMP/$key.pair.txt"
+            unset BENCH_TOKEN
             ((WRK_BAD == 0)) || die "paired rounds of $key: $WRK_BAD errors"
+            if [[ $metric == rps ]]; then value=$WRK_RPS; else value=$WRK_P50; fi
+            if [[ $side == A ]]; then a=$value; else b=$value; fi
         done
-        ratios+=("$(awk -v a="$auth" -v b="$plain" 'BEGIN { printf "%.1f", b ? a / b * 100 : 0 }')")
-        log "  round $((i + 1)): $plain req/s without, $auth with a token: ${ratios[-1]} %"
+        if [[ $metric == rps ]]; then
+            values+=("$(awk -v a="$a" -v b="$b" 'BEGIN { printf "%.1f", a ? b / a * 100 : 0 }')")
+            rounds+=("$a vs $b req/s: ${values[-1]} %")
+        else
+            values+=("$(awk -v a="$a" -v b="$b" 'BEGIN { printf "%.2f", a - b }')")
+            as+=("$a")
+            rounds+=("$a vs $b ms")
+        fi
+        log "  round $((i + 1)): ${rounds[-1]}"
     done
-    R_PAIRS[$key]=$(join ', ' "${ratios[@]}")
-    R_PAIRED[$key]=$(printf '%s\n' "${ratios[@]}" | sort -g | awk '{ v[NR] = $1 } END {
-        printf "%.1f", NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }')
+    if [[ $metric == rps ]]; then
+        R_PAIRS[$key]=$(join ', ' "${rounds[@]##*: }")
+        R_PAIRED[$key]=$(printf '%s\n' "${values[@]}" | median %.1f)
+    else
+        R_PAIRS[$key]=$(join ', ' "${rounds[@]}")
+        R_PAIRED[$key]=$(printf '%s\n' "${values[@]}" | median %.2f)
+        R_PAIRED_A[$key]=$(printf '%s\n' "${as[@]}" | median %.2f)
+    fi
 }
-paired_rounds a_auth "$Q_LATEST"
-paired_rounds c_warm_auth "$Q_FANOUT"
+# Without authentication (A) against a token on every request with its audit lines (B): the
+# target. Then the token alone: the same audit lines on both sides.
+paired_rounds a_auth rps "$Q_LATEST" "$CONNECTIONS" "$ON_URL" "" "$AUTH_URL" "$TOKEN"
+paired_rounds c_warm_auth rps "$Q_FANOUT" "$CONNECTIONS" "$ON_URL" "" "$AUTH_URL" "$TOKEN"
+paired_rounds a_token rps "$Q_LATEST" "$CONNECTIONS" "$AUDIT_URL" "" "$AUTH_URL" "$TOKEN"
+paired_rounds c_warm_token rps "$Q_FANOUT" "$CONNECTIONS" "$AUDIT_URL" "" "$AUTH_URL" "$TOKEN"
 AUDIT_LINES=$(grep -c '"target":"audit"' "$TMP/auth-on.log" || true)
 stop_gateway "$ON_PID"
 stop_gateway "$AUTH_PID"
@@ -227,6 +248,7 @@ for scenario in "b1|b|latestProtocols|$Q_LATEST|0|1" "c1|c|fan-out|$Q_FANOUT|20|
         skip_row "${key}_tc" "$label" "${TC_WHY:-the Tailcall peer did not run}"
     fi
 done
+((HAVE_TC == 0)) || paired_rounds c1 p50 "$Q_FANOUT" 1 "$OFF_URL" "" "$TC_URL" ""
 serial_check "$OFF_URL" "$Q_FANOUT"
 C_COLD_SERIAL=$SERIAL_GW C_COLD_SERIAL_UP=$SERIAL_UP
 stop_gateway "$OFF_PID"
