@@ -32,7 +32,6 @@ use futures::{
     StreamExt, channel::mpsc, future::BoxFuture, stream::FuturesUnordered, task::ArcWake,
 };
 use tokio::sync::Semaphore;
-use tracing::Instrument;
 
 use super::{identifiers::ArgumentPositions, responses::Record};
 use crate::{
@@ -293,9 +292,7 @@ impl Shared {
     where
         K: Eq + Hash + Clone,
         F: Fn(K) -> Fut,
-        Fut: Future<Output = (K, Result<Fetched<T>, UpstreamError>)> + Send + 'static,
-        K: Send + 'static,
-        T: Send + Sync + 'static,
+        Fut: Future<Output = (K, Result<Fetched<T>, UpstreamError>)>,
     {
         let permits = match service {
             Service::Mosia => &self.mosia_permits,
@@ -312,7 +309,7 @@ impl Shared {
                     .within_deadline(async {
                         // The semaphore is never closed, so acquiring only waits.
                         let _permit = permits.acquire().await.ok();
-                        Spawned::new(fetch(key.clone())).await
+                        fetch(key.clone()).await
                     })
                     .await;
                 match fetched {
@@ -336,39 +333,6 @@ impl Shared {
             })
             .collect()
             .await
-    }
-}
-
-/// One upstream call on a task of its own. A request is one task, and a fan-out's twenty
-/// calls built and decoded on it ran one after the other on one core while the other idled:
-/// spawned, they spread over every worker, which took about a millisecond off a cold fan-out
-/// (bench/last-run.md). Dropped before it finishes (the request ended or its deadline passed),
-/// it aborts the call, as dropping the future did before.
-struct Spawned<O>(tokio::task::JoinHandle<O>);
-
-impl<O: Send + 'static> Spawned<O> {
-    fn new(call: impl Future<Output = O> + Send + 'static) -> Self {
-        // The call's spans stay children of the field that asked for it.
-        Self(tokio::spawn(call.in_current_span()))
-    }
-}
-
-impl<O> Future for Spawned<O> {
-    type Output = O;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<O> {
-        Pin::new(&mut self.0).poll(cx).map(|joined| match joined {
-            Ok(output) => output,
-            // The task is aborted only by `drop` below, so this is a panic: let it unwind
-            // into the request, as it would have on the request's own task.
-            Err(err) => std::panic::resume_unwind(err.into_panic()),
-        })
-    }
-}
-
-impl<O> Drop for Spawned<O> {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 
@@ -403,12 +367,9 @@ impl Loader<LatestKey> for MosiaLoader {
             .load_all(
                 Service::Mosia,
                 largest.into_iter().collect(),
-                |(unique_key, limit): (String, u8)| {
-                    let upstreams = upstreams.clone();
-                    async move {
-                        let result = upstreams.latest_protocols(&unique_key, limit).await;
-                        ((unique_key, limit), result)
-                    }
+                |(unique_key, limit): (String, u8)| async move {
+                    let result = upstreams.latest_protocols(&unique_key, limit).await;
+                    ((unique_key, limit), result)
                 },
             )
             .await;
@@ -446,12 +407,9 @@ impl Loader<ProtocolsKey> for ProtocolsLoader {
         let upstreams = &self.0.upstreams;
         Ok(self
             .0
-            .load_all(Service::Totvs, keys.to_vec(), |key| {
-                let upstreams = upstreams.clone();
-                async move {
-                    let result = upstreams.authorization_protocols(&key.0, &key.1).await;
-                    (key, result)
-                }
+            .load_all(Service::Totvs, keys.to_vec(), |key| async move {
+                let result = upstreams.authorization_protocols(&key.0, &key.1).await;
+                (key, result)
             })
             .await)
     }
@@ -470,12 +428,9 @@ impl Loader<InteractionQuery> for InteractionsLoader {
         let upstreams = &self.0.upstreams;
         Ok(self
             .0
-            .load_all(Service::Totvs, keys.to_vec(), |key| {
-                let upstreams = upstreams.clone();
-                async move {
-                    let result = upstreams.interactions(&key).await;
-                    (key, result)
-                }
+            .load_all(Service::Totvs, keys.to_vec(), |key| async move {
+                let result = upstreams.interactions(&key).await;
+                (key, result)
             })
             .await)
     }
@@ -501,57 +456,5 @@ where
             crate::upstream::UpstreamErrorKind::Malformed,
         ))),
         Err(never) => match never {},
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::atomic::AtomicUsize;
-
-    use super::*;
-
-    /// Counts its drops: a task that is aborted drops the future it was running.
-    struct Dropped(Arc<AtomicUsize>);
-
-    impl Drop for Dropped {
-        fn drop(&mut self) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-
-    #[tokio::test]
-    async fn a_spawned_call_answers_like_the_call_itself() {
-        assert_eq!(Spawned::new(async { 7 }).await, 7);
-    }
-
-    #[tokio::test]
-    async fn dropping_a_spawned_call_aborts_its_task() {
-        let drops = Arc::new(AtomicUsize::new(0));
-        let guard = Dropped(drops.clone());
-        let call = Spawned::new(async move {
-            let _guard = guard;
-            std::future::pending::<()>().await;
-        });
-        tokio::task::yield_now().await;
-        assert_eq!(drops.load(Ordering::SeqCst), 0, "still running");
-        // What a request that ends or runs out of time does to its calls.
-        drop(call);
-        for _ in 0..100 {
-            if drops.load(Ordering::SeqCst) == 1 {
-                return;
-            }
-            tokio::task::yield_now().await;
-        }
-        panic!("the task kept running after its call was dropped");
-    }
-
-    #[tokio::test]
-    async fn a_panic_in_a_spawned_call_reaches_the_request() {
-        let caught = tokio::spawn(Spawned::new(async {
-            panic!("decoder bug");
-        }))
-        .await
-        .unwrap_err();
-        assert!(caught.is_panic());
     }
 }
