@@ -139,6 +139,31 @@ impl Upstreams {
             .await
     }
 
+    /// Whether an answer for these latest protocols is cached here, for this limit or any
+    /// larger one (see `ResponseCache::holds`).
+    pub fn holds_latest(&self, unique_key: &str, limit: u8) -> bool {
+        (limit..=mosia::MAX_LIMIT).any(|limit| {
+            self.cache.holds(&cache::CacheKey::Latest {
+                unique_key: unique_key.into(),
+                limit,
+            })
+        })
+    }
+
+    /// Whether this page of protocols is cached here (see `ResponseCache::holds`).
+    pub fn holds_protocols(&self, subscriber_id: &str, query: &ProtocolQuery) -> bool {
+        self.cache.holds(&cache::CacheKey::Protocols {
+            subscriber_id: subscriber_id.into(),
+            query: query.clone(),
+        })
+    }
+
+    /// Whether these interactions are cached here (see `ResponseCache::holds`).
+    pub fn holds_interactions(&self, query: &InteractionQuery) -> bool {
+        self.cache
+            .holds(&cache::CacheKey::Interactions(query.clone()))
+    }
+
     /// One page of a subscriber's TOTVS authorization protocols.
     pub async fn authorization_protocols(
         &self,

@@ -358,6 +358,12 @@ impl ResponseCache {
 
     /// The entry for `key`, unless its TTL is over or a mutation outdated it (then it is
     /// dropped).
+    /// Whether this replica holds an entry for `key`, current or not: a hint of whether a read
+    /// will wait on the network, nothing a read relies on.
+    pub fn holds(&self, key: &CacheKey) -> bool {
+        self.enabled && self.fresh.contains_key(key)
+    }
+
     async fn current(&self, key: &CacheKey) -> Option<Entry> {
         let entry = self.fresh.get(key).await?;
         if self.is_fresh(key, &entry) && self.is_current(key, &entry) {

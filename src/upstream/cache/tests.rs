@@ -486,3 +486,29 @@ async fn a_cached_answer_for_a_smaller_limit_does_not_serve_a_larger_one() {
     assert_eq!(upstream.calls(), 2);
     assert_eq!(five.len(), 5);
 }
+
+#[tokio::test]
+async fn the_cache_holds_a_key_once_an_answer_for_it_is_stored_and_never_when_it_is_off() {
+    let h = Harness::new();
+    let upstream = Fake::answering(Ok(interactions()));
+    let key = interactions_key("P1");
+
+    assert!(!h.cache.holds(&key), "nothing read yet");
+    h.read(&key, &upstream).await.unwrap();
+    assert!(h.cache.holds(&key));
+    assert!(!h.cache.holds(&interactions_key("P2")), "another key");
+
+    let off = ResponseCache::with_clock(
+        &CacheSettings {
+            enabled: false,
+            ..CacheSettings::default()
+        },
+        h.metrics.clone(),
+        h.clock.clone(),
+    );
+    let upstream = Fake::answering(Ok(interactions()));
+    off.get_or_fetch(key.clone(), || upstream.fetch())
+        .await
+        .unwrap();
+    assert!(!off.holds(&key), "a cache that is off holds nothing");
+}
