@@ -142,20 +142,12 @@ impl Upstreams {
     /// Whether an answer for these latest protocols is cached here, for this limit or any
     /// larger one (see `ResponseCache::holds`).
     pub fn holds_latest(&self, unique_key: &str, limit: u8) -> bool {
-        (limit..=mosia::MAX_LIMIT).any(|limit| {
-            self.cache.holds(&cache::CacheKey::Latest {
-                unique_key: unique_key.into(),
-                limit,
-            })
-        })
+        self.cache.holds_latest(unique_key, limit)
     }
 
     /// Whether this page of protocols is cached here (see `ResponseCache::holds`).
     pub fn holds_protocols(&self, subscriber_id: &str, query: &ProtocolQuery) -> bool {
-        self.cache.holds(&cache::CacheKey::Protocols {
-            subscriber_id: subscriber_id.into(),
-            query: query.clone(),
-        })
+        self.cache.holds(&protocols_key(subscriber_id, query))
     }
 
     /// Whether these interactions are cached here (see `ResponseCache::holds`).
@@ -170,10 +162,7 @@ impl Upstreams {
         subscriber_id: &str,
         query: &ProtocolQuery,
     ) -> Result<Fetched<AuthorizationProtocolPage>, UpstreamError> {
-        let key = cache::CacheKey::Protocols {
-            subscriber_id: subscriber_id.into(),
-            query: query.clone(),
-        };
+        let key = protocols_key(subscriber_id, query);
         self.cache
             .get_or_fetch(key, || self.totvs.protocols(subscriber_id, query))
             .await
@@ -237,5 +226,12 @@ impl Upstreams {
                 .await;
         }
         result
+    }
+}
+
+fn protocols_key(subscriber_id: &str, query: &ProtocolQuery) -> cache::CacheKey {
+    cache::CacheKey::Protocols {
+        subscriber_id: subscriber_id.into(),
+        query: query.clone(),
     }
 }

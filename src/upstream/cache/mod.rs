@@ -180,6 +180,13 @@ pub struct ResponseCache {
     generation: AtomicU64,
 }
 
+fn latest_key(unique_key: &str, limit: u8) -> CacheKey {
+    CacheKey::Latest {
+        unique_key: unique_key.into(),
+        limit,
+    }
+}
+
 /// Entries are weighed by body size plus this, for the key and bookkeeping.
 const ENTRY_OVERHEAD: usize = 256;
 
@@ -356,14 +363,20 @@ impl ResponseCache {
         }
     }
 
-    /// The entry for `key`, unless its TTL is over or a mutation outdated it (then it is
-    /// dropped).
     /// Whether this replica holds an entry for `key`, current or not: a hint of whether a read
     /// will wait on the network, nothing a read relies on.
     pub fn holds(&self, key: &CacheKey) -> bool {
         self.enabled && self.fresh.contains_key(key)
     }
 
+    /// [`Self::holds`] for what [`Self::latest_or_fetch`] can cut from: an answer for `limit`
+    /// or a larger one.
+    pub fn holds_latest(&self, unique_key: &str, limit: u8) -> bool {
+        (limit..=mosia::MAX_LIMIT).any(|limit| self.holds(&latest_key(unique_key, limit)))
+    }
+
+    /// The entry for `key`, unless its TTL is over or a mutation outdated it (then it is
+    /// dropped).
     async fn current(&self, key: &CacheKey) -> Option<Entry> {
         let entry = self.fresh.get(key).await?;
         if self.is_fresh(key, &entry) && self.is_current(key, &entry) {
@@ -389,10 +402,7 @@ impl ResponseCache {
         F: Fn() -> Fut,
         Fut: Future<Output = Result<Decoded<Vec<ServiceProtocol>>, UpstreamError>>,
     {
-        let key = |limit| CacheKey::Latest {
-            unique_key: unique_key.into(),
-            limit,
-        };
+        let key = |limit| latest_key(unique_key, limit);
         if !self.enabled {
             return self.get_or_fetch(key(limit), fetch).await;
         }
