@@ -87,7 +87,7 @@ impl Gate {
         if let Some(limits) = &self.limits
             && let Err(wait) = limits.check_caller_shared(&caller.sub).await
         {
-            tracing::info!(target: "audit", sub = caller.sub.as_str(), outcome = "refused", reason = "rate_limited", "request");
+            tracing::info!(target: "audit", sub = &*caller.sub, outcome = "refused", reason = "rate_limited", "request");
             self.metrics.refusal(Refusal::RateLimited);
             return Err(rate_limited(wait));
         }

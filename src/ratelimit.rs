@@ -100,7 +100,7 @@ impl<K: std::hash::Hash + Eq + Clone, C: Clock> Buckets<K, C> {
 
 /// The per-caller and per-IP buckets, shared by every request.
 pub(crate) struct RateLimits<C: Clock = DefaultClock> {
-    callers: Buckets<String, C>,
+    callers: Buckets<Arc<str>, C>,
     failed_auth: Buckets<IpAddr, C>,
     /// The fleet-wide buckets, when replicas share a Redis tier.
     fleet: Option<(Arc<Fleet>, Rate, Rate)>,
@@ -144,7 +144,7 @@ impl<C: Clock + Clone> RateLimits<C> {
     }
 
     /// [`Self::check_caller`], fleet-wide when replicas share a Redis tier that answers.
-    pub(crate) async fn check_caller_shared(&self, sub: &str) -> Result<(), Duration> {
+    pub(crate) async fn check_caller_shared(&self, sub: &Arc<str>) -> Result<(), Duration> {
         if let Some((fleet, rate, _)) = &self.fleet
             && let Some(decided) = fleet.take_token("rl:c", sub.as_bytes(), *rate).await
         {
@@ -165,8 +165,9 @@ impl<C: Clock + Clone> RateLimits<C> {
     }
 
     /// Draws one token from the caller's bucket; `Err` carries how long until one is available.
-    pub(crate) fn check_caller(&self, sub: &str) -> Result<(), Duration> {
-        self.callers.check(&sub.to_owned())
+    pub(crate) fn check_caller(&self, sub: &Arc<str>) -> Result<(), Duration> {
+        // Keyed by the caller's own `Arc`: a check clones nothing, only a new key is stored.
+        self.callers.check(sub)
     }
 
     /// Draws one token from the client's failed-authentication bucket; call it only when
@@ -224,29 +225,29 @@ mod tests {
     fn a_caller_gets_its_burst_then_a_retry_after_then_refills() {
         let (limits, clock) = limits(small());
         for _ in 0..3 {
-            limits.check_caller("alice").unwrap();
+            limits.check_caller(&"alice".into()).unwrap();
         }
-        let wait = limits.check_caller("alice").unwrap_err();
+        let wait = limits.check_caller(&"alice".into()).unwrap_err();
         // Two per second: the next token is half a second away.
         assert_eq!(wait, Duration::from_millis(500));
         clock.advance(Duration::from_millis(499));
-        assert!(limits.check_caller("alice").is_err());
+        assert!(limits.check_caller(&"alice".into()).is_err());
         clock.advance(Duration::from_millis(1));
-        limits.check_caller("alice").unwrap();
-        assert!(limits.check_caller("alice").is_err());
+        limits.check_caller(&"alice".into()).unwrap();
+        assert!(limits.check_caller(&"alice".into()).is_err());
     }
 
     #[test]
     fn callers_are_independent() {
         let (limits, _clock) = limits(small());
         for _ in 0..3 {
-            limits.check_caller("alice").unwrap();
+            limits.check_caller(&"alice".into()).unwrap();
         }
-        assert!(limits.check_caller("alice").is_err());
+        assert!(limits.check_caller(&"alice".into()).is_err());
         for _ in 0..3 {
-            limits.check_caller("bob").unwrap();
+            limits.check_caller(&"bob".into()).unwrap();
         }
-        assert!(limits.check_caller("bob").is_err());
+        assert!(limits.check_caller(&"bob".into()).is_err());
     }
 
     #[test]
@@ -261,7 +262,7 @@ mod tests {
         limits.check_failed_auth(b).unwrap();
         // The caller buckets are untouched by failures.
         for _ in 0..3 {
-            limits.check_caller("alice").unwrap();
+            limits.check_caller(&"alice".into()).unwrap();
         }
     }
 
@@ -288,12 +289,12 @@ mod tests {
     fn idle_keys_are_forgotten_so_memory_stays_bounded() {
         let (limits, clock) = limits(small());
         for n in 0..SWEEP_EVERY - 1 {
-            limits.check_caller(&format!("caller-{n}")).unwrap();
+            limits.check_caller(&format!("caller-{n}").into()).unwrap();
         }
         assert_eq!(limits.callers.limiter.len() as u64, SWEEP_EVERY - 1);
         // Long enough for every bucket to be full again.
         clock.advance(Duration::from_secs(5));
-        limits.check_caller("last").unwrap();
+        limits.check_caller(&"last".into()).unwrap();
         assert_eq!(limits.callers.limiter.len(), 1);
     }
 
@@ -301,16 +302,16 @@ mod tests {
     fn a_key_still_drawn_down_survives_a_sweep() {
         let (limits, clock) = limits(small());
         for _ in 0..3 {
-            limits.check_caller("busy").unwrap();
+            limits.check_caller(&"busy".into()).unwrap();
         }
         clock.advance(Duration::from_millis(600));
         // Enough other checks to trigger a sweep.
         for n in 0..SWEEP_EVERY {
-            limits.check_caller(&format!("caller-{n}")).unwrap();
+            limits.check_caller(&format!("caller-{n}").into()).unwrap();
         }
         // One token came back in 600 ms; a forgotten bucket would hand out three.
-        limits.check_caller("busy").unwrap();
-        assert!(limits.check_caller("busy").is_err());
+        limits.check_caller(&"busy".into()).unwrap();
+        assert!(limits.check_caller(&"busy".into()).is_err());
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The verified caller, the scopes its token grants, and which beneficiaries it may read or
 //! write.
 
+use std::sync::Arc;
+
 /// Reads any beneficiary (staff).
 pub const SCOPE_READ: &str = "protocols:read";
 /// Runs mutations for any beneficiary (staff).
@@ -32,7 +34,7 @@ impl Scopes {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Caller {
     /// The caller in logs and rate limits.
-    pub(crate) sub: String,
+    pub(crate) sub: Arc<str>,
     pub(crate) scopes: Scopes,
     /// The Mosia chaveUnica of the beneficiary the token is for (claim `unique_key`).
     pub(crate) unique_key: Option<String>,

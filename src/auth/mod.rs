@@ -7,12 +7,13 @@
 //! the token itself (`jku`, `jwk` and `x5u` headers are ignored).
 //!
 //! Verification runs once per token: a verified caller is remembered under a digest of its
-//! token until the token expires, so a hot path pays one SHA-256.
+//! token until the token expires, and each thread keeps the last few tokens it served, so a
+//! hot path pays a constant-time comparison (a SHA-256 when another thread saw the token).
 //!
 //! - `caller`: the verified `Caller`, its `Scopes`, and whether it may read or write a
 //!   beneficiary (`Refusal` when not).
 //! - `verify`: the `Authenticator` that checks bearer tokens, and `AuthError`.
-//! - `verified`: the cache of verified tokens, by digest.
+//! - `verified`: the cache of verified tokens, by digest, and each thread's memo of them.
 //! - `jwks`: the identity provider's public keys, fetched, cached and refetched with limits.
 //! - `mint`: [`mint_hs256`] and [`ClaimsBuilder`], tokens for the sandbox and tests.
 

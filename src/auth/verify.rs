@@ -222,20 +222,22 @@ impl Authenticator {
         authorization: Option<&str>,
     ) -> Result<Arc<Caller>, AuthError> {
         let token = bearer_token(authorization)?;
-        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let now = now_unix();
-        if let Some(caller) = self.verified.get(&digest, now) {
+        if let Some(caller) = self.verified.recent(token, now) {
             return Ok(caller);
+        }
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        if let Some(verified) = self.verified.get(&digest, now) {
+            self.verified.remember(token, &verified);
+            return Ok(verified.caller);
         }
         well_formed(token)?;
         let (caller, valid_until) = self.verify(token, now).await?;
         let caller = Arc::new(caller);
         if let Some(ttl) = cache_ttl(valid_until, now) {
-            self.verified.insert(
-                digest,
-                Verified::new(caller.clone(), valid_until, now, ttl),
-                now,
-            );
+            let verified = Verified::new(caller.clone(), valid_until, now, ttl);
+            self.verified.remember(token, &verified);
+            self.verified.insert(digest, verified, now);
         }
         Ok(caller)
     }
@@ -415,7 +417,7 @@ impl RawClaims {
             None => Scopes::default(),
         };
         let caller = Caller {
-            sub,
+            sub: sub.into(),
             scopes,
             unique_key: optional_string(self.unique_key)?,
             subscriber_id: optional_string(self.subscriber_id)?,

@@ -116,7 +116,7 @@ pub fn audit_write_outcome(
     if let Ok(caller) = caller(ctx) {
         tracing::info!(
             target: "audit",
-            sub = caller.sub.as_str(),
+            sub = &*caller.sub,
             operation,
             subscriber_id,
             protocol,
@@ -164,7 +164,7 @@ fn access_line(
 ) {
     tracing::info!(
         target: "audit",
-        sub = caller.sub.as_str(),
+        sub = &*caller.sub,
         operation,
         unique_key = keys.unique_key,
         subscriber_id = keys.subscriber_id,

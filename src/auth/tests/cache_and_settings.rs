@@ -7,6 +7,7 @@ use sha2::{Digest, Sha256};
 use super::*;
 use crate::auth::{
     mint_hs256,
+    verified::VerifiedTokens,
     verify::{VERIFIED_CACHE_MAX_TTL, cache_ttl, now_unix},
 };
 
@@ -31,6 +32,8 @@ async fn a_verified_token_is_served_from_the_cache_until_it_expires() {
     let mut stale = auth.verified.entry(&digest).unwrap();
     stale.valid_until = now_unix() - 1;
     auth.verified.insert(digest, stale, now_unix());
+    // The thread's memo holds the entry as it was; time would age both alike.
+    VerifiedTokens::forget_recent();
     assert!(bearer(&auth, &token).await.is_ok());
     assert_eq!(verifications(), 3);
 
@@ -40,6 +43,28 @@ async fn a_verified_token_is_served_from_the_cache_until_it_expires() {
         assert!(bearer(&auth, &bad).await.is_err());
     }
     assert_eq!(verifications(), 5);
+}
+
+#[tokio::test]
+async fn a_token_one_authenticator_verified_is_refused_by_another_with_other_keys() {
+    let ours = authenticator(&secret_settings());
+    let theirs = authenticator(&AuthSettings {
+        jwt_secret: Some(Secret::new("another-secret-of-at-least-thirty-two-bytes")),
+        ..AuthSettings::default()
+    });
+    let token = mint_hs256(SECRET, &staff());
+    // Both on this thread: the first fills the thread's memo, the second must not read it.
+    assert!(bearer(&ours, &token).await.is_ok());
+    assert_eq!(
+        bearer(&theirs, &token).await.unwrap_err(),
+        AuthError::BadSignature
+    );
+    assert!(bearer(&ours, &token).await.is_ok());
+    assert_eq!(
+        ours.verifications
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
 }
 
 #[test]

@@ -17,8 +17,8 @@ async fn rs256_and_es256_verify_with_jwks_keys_fetched_once() {
         let claims = ClaimsBuilder::new(&format!("staff-{n}")).staff().build();
         let rs = sign_pem(Algorithm::RS256, Some("rsa-1"), RSA_PRIVATE, &claims);
         let es = sign_pem(Algorithm::ES256, Some("ec-1"), EC_PRIVATE, &claims);
-        assert_eq!(bearer(&auth, &rs).await.unwrap().sub, format!("staff-{n}"));
-        assert_eq!(bearer(&auth, &es).await.unwrap().sub, format!("staff-{n}"));
+        assert_eq!(*bearer(&auth, &rs).await.unwrap().sub, format!("staff-{n}"));
+        assert_eq!(*bearer(&auth, &es).await.unwrap().sub, format!("staff-{n}"));
     }
     // An ES256 token must not verify against the RSA key of the same kid, nor the reverse.
     let es_as_rsa = sign_pem(Algorithm::ES256, Some("rsa-1"), EC_PRIVATE, &staff());
